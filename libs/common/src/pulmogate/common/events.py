@@ -1,0 +1,65 @@
+"""Typed, versioned events: the only door between services. One routing key each."""
+
+import uuid
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, Field
+
+
+class Event(BaseModel):
+    """Base of every bus message."""
+
+    routing_key: ClassVar[str]
+    schema_version: int = 1
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class SeriesArrived(Event):
+    """The receiver holds a complete series."""
+
+    routing_key: ClassVar[str] = "series.arrived"
+    series_id: int
+    study_uid: str
+    series_uid: str
+    calling_ae: str
+    called_ae: str
+    peer_ip: str
+    study_description: str = ""
+    series_description: str = ""
+    modality: str = ""
+    instance_count: int
+
+
+class AnalysisRequested(Event):
+    """A job is ready for analysis."""
+
+    routing_key: ClassVar[str] = "analysis.requested"
+    job_id: int
+
+
+class AnalysisFinished(Event):
+    """The inference service finished (or refused) a job."""
+
+    routing_key: ClassVar[str] = "analysis.finished"
+    job_id: int
+    status: str
+
+
+class DeliveryRequested(Event):
+    """Send a job's outputs to one destination."""
+
+    routing_key: ClassVar[str] = "delivery.requested"
+    delivery_id: int
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.routing_key: cls
+    for cls in (SeriesArrived, AnalysisRequested, AnalysisFinished, DeliveryRequested)
+}
+
+
+def decode_event(routing_key: str, body: bytes) -> Event:
+    """Parse a message body into its event model."""
+    return EVENT_TYPES[routing_key].model_validate_json(body)

@@ -1,0 +1,16 @@
+"""Prometheus metrics shared by the services (one registry per process)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+INSTANCES_RECEIVED = Counter(
+    "pulmogate_instances_received_total", "C-STORE requests answered", ["status"]
+)
+SERIES_COMPLETED = Counter("pulmogate_series_completed_total", "Series announced as complete")
+JOBS_FINISHED = Counter("pulmogate_jobs_finished_total", "Jobs that reached a state", ["status"])
+ANALYSIS_SECONDS = Histogram(
+    "pulmogate_analysis_seconds",
+    "Analysis time per study",
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300),
+)
+DELIVERIES = Counter("pulmogate_deliveries_total", "Delivery attempts by outcome", ["outcome"])
+STORAGE_FREE_PERCENT = Gauge("pulmogate_storage_free_percent", "Free space on storage")

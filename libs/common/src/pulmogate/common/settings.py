@@ -1,0 +1,61 @@
+"""One settings object for every service (env prefix ``PULMOGATE_``, .env supported)."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration keys; each one is documented in README.md."""
+
+    model_config = SettingsConfigDict(env_prefix="PULMOGATE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("var"), description="Storage root and the embedded SQLite file")
+    database_url: str = Field("", description="SQLAlchemy URL; empty = SQLite in data_dir")
+    broker_url: str = Field("memory://", description="amqp://… for RabbitMQ, memory:// in-process")
+
+    ae_title: str = Field("PULMOGATE", description="Called AE title the receiver answers to")
+    dicom_host: str = "0.0.0.0"
+    dicom_port: int = 11112
+    series_quiet_seconds: float = 5.0
+    series_idle_seconds: float = 60.0
+
+    max_slice_thickness_mm: float = 2.5
+    min_slices: int = 16
+    language: Literal["en", "ru"] = "en"
+    model: str = "qct"
+    execution_provider: Literal["auto", "cuda", "tensorrt", "cpu"] = "auto"
+
+    delivery_max_attempts: int = 5
+    delivery_backoff_initial_s: float = 10.0
+    delivery_backoff_max_s: float = 900.0
+    delivery_timeout_s: float = 30.0
+    scu_ae_title: str = "PULMOGATE"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    metrics_port: int = Field(0, description="Prometheus port for non-api services; 0 = off")
+
+    @property
+    def storage_dir(self) -> Path:
+        """Where instance and result files live."""
+        return self.data_dir / "storage"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'pulmogate.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

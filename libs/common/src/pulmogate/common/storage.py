@@ -1,0 +1,73 @@
+"""File storage with durable, atomic writes (temp file, fsync, rename, fsync dir)."""
+
+import os
+import tempfile
+from pathlib import Path
+
+from pydicom import Dataset
+
+from pulmogate.common.uids import is_valid_uid
+
+
+class UnsafeName(ValueError):
+    """A UID that cannot safely become part of a path."""
+
+
+def _safe(uid: str) -> str:
+    if not is_valid_uid(uid):
+        raise UnsafeName(f"not a valid DICOM UID: {uid[:80]!r}")
+    return uid
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` holds either nothing or all of it, durably."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def dataset_bytes(ds: Dataset) -> bytes:
+    """Serialise a dataset with its file meta (DICOM Part 10)."""
+    from io import BytesIO
+
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+class Storage:
+    """Where received instances and results live under the storage root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def instance_path(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+        """Path of a received instance; UIDs are validated so nothing escapes the root."""
+        return (
+            self.root / "incoming" / _safe(study_uid) / _safe(series_uid) / f"{_safe(sop_uid)}.dcm"
+        )
+
+    def result_path(self, job_id: int, kind: str, sop_uid: str) -> Path:
+        """Path of a result object of a job."""
+        if not kind.isalnum():
+            raise UnsafeName(f"bad output kind {kind!r}")
+        return self.root / "results" / str(int(job_id)) / kind / f"{_safe(sop_uid)}.dcm"
+
+    def free_percent(self) -> float:
+        """Free space on the storage volume, in percent."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        st = os.statvfs(self.root)
+        return 100.0 * st.f_bavail / st.f_blocks if st.f_blocks else 100.0
