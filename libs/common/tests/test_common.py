@@ -1,0 +1,41 @@
+"""UIDs, storage paths, atomic writes and PHI-free logs."""
+
+import json
+import logging
+
+import pytest
+import structlog
+
+from pulmogate.common.logging import configure_logging
+from pulmogate.common.storage import Storage, UnsafeName, atomic_write
+from pulmogate.common.uids import derive_uid, is_valid_uid
+
+
+def test_derived_uids_are_stable_valid_and_distinct() -> None:
+    a = derive_uid("1.2.3", "qct-1.0", "overlay", 1)
+    assert a == derive_uid("1.2.3", "qct-1.0", "overlay", 1)
+    assert a != derive_uid("1.2.3", "qct-1.0", "overlay", 2)
+    assert is_valid_uid(a) and a.startswith("2.25.")
+
+
+@pytest.mark.parametrize("uid", ["../../etc", "1.2/3", "1.2.3\\x", "", "01.2", "1." * 40])
+def test_path_like_uids_never_become_paths(tmp_path, uid: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UnsafeName):
+        Storage(tmp_path).instance_path("1.2", "1.3", uid)
+
+
+def test_atomic_write_leaves_the_whole_file_and_no_temp(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    target = tmp_path / "a" / "b.dcm"
+    atomic_write(target, b"x" * 1000)
+    assert target.read_bytes() == b"x" * 1000
+    assert [p.name for p in target.parent.iterdir()] == ["b.dcm"]
+
+
+def test_patient_identifiers_never_reach_the_log(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "json", service="test")
+    structlog.get_logger("t").info("stored", patient_name="DOE^JANE", PatientID="X123", job_id=4)
+    logging.getLogger("std").info("plain line")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    text = json.dumps(lines)
+    assert "DOE^JANE" not in text and "X123" not in text
+    assert any(line.get("job_id") == 4 for line in lines)

@@ -1,0 +1,237 @@
+"""Inference service: consumes ``analysis.requested``, analyses the series, stores the outputs."""
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+
+from pulmogate.common.db.models import (
+    FINAL_JOB_STATUSES,
+    Instance,
+    Job,
+    JobStatus,
+    OutputObject,
+    utcnow,
+)
+from pulmogate.common.events import AnalysisFinished, AnalysisRequested, Event
+from pulmogate.common.joblog import add_log
+from pulmogate.common.metrics import ANALYSIS_SECONDS, JOBS_FINISHED
+from pulmogate.common.outbox import enqueue
+from pulmogate.common.refusals import Refusal
+from pulmogate.common.runtime import Context
+from pulmogate.common.storage import atomic_write, dataset_bytes
+
+log = structlog.get_logger("pulmogate.inference")
+
+QUEUE = "pulmogate.inference"
+SERVICE = "inference"
+DONE_STATUSES = FINAL_JOB_STATUSES | {JobStatus.ANALYSED, JobStatus.DELIVERING}
+
+
+@dataclass
+class StoredOutput:
+    """An output object written to storage."""
+
+    kind: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_uid: str
+    path: Path
+
+
+@dataclass
+class AnalysisResult:
+    """What one analysis produced, ready to be recorded."""
+
+    prediction: str
+    grade: int
+    percent: float
+    figures: dict[str, Any]
+    timings: dict[str, float]
+    model_name: str
+    model_version: str
+    outputs: list[StoredOutput]
+
+
+class InferenceService:
+    """One analysis at a time per replica (prefetch 1); scale by running more replicas."""
+
+    name = SERVICE
+
+    def __init__(self) -> None:
+        self.ctx: Context | None = None
+
+    async def start(self, ctx: Context) -> None:
+        """Subscribe to analysis requests."""
+        self.ctx = ctx
+        await ctx.bus.subscribe(QUEUE, [AnalysisRequested.routing_key], self.on_event, prefetch=1)
+
+    async def stop(self) -> None:
+        """Nothing to release: unacked work returns to the queue."""
+
+    async def on_event(self, event: Event) -> None:
+        """Analyse one job (idempotent: a finished job is not analysed again)."""
+        assert isinstance(event, AnalysisRequested)
+        assert self.ctx is not None
+        ctx = self.ctx
+        async with ctx.db.session() as session:
+            job = await session.get(Job, event.job_id, with_for_update=not ctx.db.is_sqlite)
+            if job is None:
+                log.warning("analysis requested for an unknown job", job_id=event.job_id)
+                return
+            if job.status in DONE_STATUSES:
+                log.info("job already analysed, ignoring redelivery", job_id=job.id)
+                return
+            job.status = JobStatus.ANALYSING
+            job.analysis_started_at = utcnow()
+            job.attempts += 1
+            add_log(session, job.id, SERVICE, f"analysis started (model {ctx.settings.model})")
+            paths = [
+                Path(p)
+                for p in await session.scalars(
+                    select(Instance.path).where(Instance.series_id == job.series_id)
+                )
+            ]
+        started = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(self._analyse, event.job_id, paths)
+        except Refusal as refusal:
+            await self._finish_refused(event.job_id, refusal)
+            return
+        except Exception as exc:
+            log.exception("analysis failed", job_id=event.job_id)
+            await self._finish_failed(event.job_id, f"analysis failed: {type(exc).__name__}: {exc}")
+            return
+        ANALYSIS_SECONDS.observe(time.perf_counter() - started)
+        await self._record(event.job_id, result)
+
+    def _analyse(self, job_id: int, paths: list[Path]) -> AnalysisResult:
+        """Load, segment, quantify, render and store (runs in a worker thread)."""
+        from pulmogate.inference.analysis import analyse
+        from pulmogate.inference.outputs import build_outputs
+        from pulmogate.inference.volume import load_volume
+
+        assert self.ctx is not None
+        settings = self.ctx.settings
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        volume = load_volume(
+            paths,
+            max_slice_thickness_mm=settings.max_slice_thickness_mm,
+            min_slices=settings.min_slices,
+        )
+        timings["load"] = time.perf_counter() - t
+        analysis = analyse(volume)
+        timings.update(analysis.timings)
+        t = time.perf_counter()
+        objects = build_outputs(volume, analysis, language=settings.language)
+        timings["render"] = time.perf_counter() - t
+        t = time.perf_counter()
+        stored: list[StoredOutput] = []
+        for obj in objects:
+            ds = obj.dataset
+            path = self.ctx.storage.result_path(job_id, obj.kind, str(ds.SOPInstanceUID))
+            atomic_write(path, dataset_bytes(ds))
+            stored.append(
+                StoredOutput(
+                    obj.kind,
+                    str(ds.SOPInstanceUID),
+                    str(ds.SOPClassUID),
+                    str(ds.SeriesInstanceUID),
+                    path,
+                )
+            )
+        timings["encode"] = time.perf_counter() - t
+        figures = {
+            side: {
+                "lung_ml": round(f.lung_ml, 1),
+                "ggo_ml": round(f.ggo_ml, 1),
+                "consolidation_ml": round(f.consolidation_ml, 1),
+                "percent": round(f.percent, 2),
+            }
+            for side, f in (
+                ("right", analysis.right),
+                ("left", analysis.left),
+                ("total", analysis.total),
+            )
+        }
+        return AnalysisResult(
+            prediction=analysis.prediction(settings.language),
+            grade=analysis.grade,
+            percent=round(analysis.total.percent, 2),
+            figures=figures,
+            timings={k: round(v, 3) for k, v in timings.items()},
+            model_name=analysis.model_name,
+            model_version=analysis.model_version,
+            outputs=stored,
+        )
+
+    async def _record(self, job_id: int, result: AnalysisResult) -> None:
+        """Store the results and announce them, in one transaction."""
+        assert self.ctx is not None
+        async with self.ctx.db.session() as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                return
+            known = set(
+                await session.scalars(
+                    select(OutputObject.sop_instance_uid).where(OutputObject.job_id == job_id)
+                )
+            )
+            for out in result.outputs:
+                if out.sop_instance_uid not in known:
+                    session.add(
+                        OutputObject(
+                            job_id=job_id,
+                            kind=out.kind,
+                            sop_instance_uid=out.sop_instance_uid,
+                            sop_class_uid=out.sop_class_uid,
+                            series_uid=out.series_uid,
+                            path=str(out.path),
+                        )
+                    )
+            job.status = JobStatus.ANALYSED
+            job.prediction = result.prediction
+            job.grade = result.grade
+            job.percent = result.percent
+            job.figures = result.figures
+            job.timings = result.timings
+            job.model_name = result.model_name
+            job.model_version = result.model_version
+            job.analysis_finished_at = utcnow()
+            kinds = sorted({o.kind for o in result.outputs})
+            add_log(
+                session,
+                job_id,
+                SERVICE,
+                f"analysis finished in {sum(result.timings.values()):.1f} s: {result.prediction}; "
+                f"{len(result.outputs)} objects ({', '.join(kinds)})",
+            )
+            enqueue(session, AnalysisFinished(job_id=job_id, status=JobStatus.ANALYSED))
+        log.info("job analysed", job_id=job_id, grade=result.grade)
+
+    async def _finish_refused(self, job_id: int, refusal: Refusal) -> None:
+        await self._finish(job_id, JobStatus.REJECTED, refusal.code, str(refusal))
+
+    async def _finish_failed(self, job_id: int, reason: str) -> None:
+        await self._finish(job_id, JobStatus.FAILED, None, reason)
+
+    async def _finish(self, job_id: int, status: JobStatus, code: str | None, reason: str) -> None:
+        """End a job that could not be analysed, with its reason."""
+        assert self.ctx is not None
+        async with self.ctx.db.session() as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                return
+            job.status = status
+            job.reason_code = code
+            job.reason = reason
+            job.analysis_finished_at = job.finished_at = utcnow()
+            add_log(session, job_id, SERVICE, reason, level="error")
+            enqueue(session, AnalysisFinished(job_id=job_id, status=status))
+        JOBS_FINISHED.labels(status=status).inc()
+        log.info("job not analysed", job_id=job_id, status=str(status), code=code)
