@@ -1,0 +1,157 @@
+"""`pulmogate up` on the embedded default: results delivered, and every refusal explained."""
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+
+from pulmogate.common.phantom import make_phantom, write_series
+from tests.fixtures.gateway import Gateway, add_route, received, run_gateway, storescp, storescu
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def tmp_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("embedded")
+
+
+@pytest.fixture(scope="module")
+def destination(tmp_module: Path) -> Iterator[tuple[int, Path]]:
+    with storescp(tmp_module, "DEST") as dest:
+        yield dest
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_module: Path, destination: tuple[int, Path]) -> Iterator[Gateway]:
+    with run_gateway(tmp_module, [["up"]]) as gw:
+        add_route(gw, destination[0], source_ae_title="CT_SCANNER")
+        yield gw
+
+
+def _series(tmp: Path, name: str, **kwargs: Any) -> Path:
+    folder = tmp / name
+    phantom_args = {
+        k: kwargs.pop(k)
+        for k in ("slices", "size", "slice_thickness_mm", "involvement")
+        if k in kwargs
+    }
+    phantom = make_phantom(**{"slices": 40, "size": 128, **phantom_args})
+    write_series(phantom, folder, series_uid=None, seed=hash(name) % 1000, **kwargs)
+    return folder
+
+
+def _job_for(gw: Gateway, series_uid: str) -> dict[str, Any]:
+    jobs = gw.wait_for_job(
+        lambda js: any(
+            j["series_uid"] == series_uid
+            and j["status"] not in ("queued", "analysing", "analysed", "delivering")
+            for j in js
+        )
+    )
+    job = next(j for j in jobs if j["series_uid"] == series_uid)
+    with gw.client() as client:
+        detail: dict[str, Any] = client.get(f"/api/v1/jobs/{job['id']}").json()
+        detail["log"] = client.get(f"/api/v1/jobs/{job['id']}/log").json()
+    return detail
+
+
+def _series_uid(folder: Path) -> str:
+    return str(dcmread(next(folder.iterdir()), stop_before_pixels=True).SeriesInstanceUID)
+
+
+def test_embedded_gateway_delivers_results_into_the_same_study(
+    gateway: Gateway, destination: tuple[int, Path], tmp_path: Path
+) -> None:
+    folder = _series(tmp_path, "chest", slices=110, size=160, involvement=0.4)
+    assert storescu(gateway.dicom_port, folder).returncode == 0
+    job = _job_for(gateway, _series_uid(folder))
+    assert job["status"] == "done", job
+    assert "CT-2" in job["prediction"] or "CT-3" in job["prediction"], job["prediction"]
+    study = str(dcmread(next(folder.iterdir()), stop_before_pixels=True).StudyInstanceUID)
+    mine = [ds for ds in received(destination[1]) if ds.StudyInstanceUID == study]
+    assert {o["sop_instance_uid"] for o in job["outputs"]} == {ds.SOPInstanceUID for ds in mine}
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "status", "code", "words"),
+    [
+        ("mr", {"modality": "MR"}, "rejected", "NOT_CT", "modality MR"),
+        (
+            "thick",
+            {"slice_thickness_mm": 5.0},
+            "rejected",
+            "SLICE_TOO_THICK",
+            "5.0 mm exceeds the 2.5 mm",
+        ),
+    ],
+)
+def test_unsuitable_series_are_rejected_with_their_reason(
+    gateway: Gateway,
+    tmp_path: Path,
+    name: str,
+    kwargs: dict[str, Any],
+    status: str,
+    code: str,
+    words: str,
+) -> None:
+    folder = _series(tmp_path, name, **kwargs)
+    assert storescu(gateway.dicom_port, folder).returncode == 0
+    job = _job_for(gateway, _series_uid(folder))
+    assert (job["status"], job["reason_code"]) == (status, code), job
+    assert words in job["reason"]
+    assert any(words in line["message"] for line in job["log"])
+
+
+def test_a_source_no_rule_matches_is_ignored_with_the_reason(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    folder = _series(tmp_path, "stranger")
+    assert storescu(gateway.dicom_port, folder, calling="STRANGER").returncode == 0
+    job = _job_for(gateway, _series_uid(folder))
+    assert (job["status"], job["reason_code"]) == ("ignored", "NO_MATCHING_RULE"), job
+    assert "STRANGER" in job["reason"]
+
+
+def test_a_corrupt_file_rejects_the_job_with_a_reason(gateway: Gateway, tmp_path: Path) -> None:
+    folder = _series(tmp_path, "corrupt")
+    victim = sorted(folder.iterdir())[5]
+    ds = dcmread(victim)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
+    ds.save_as(victim)
+    assert storescu(gateway.dicom_port, folder).returncode == 0
+    job = _job_for(gateway, _series_uid(folder))
+    assert job["status"] == "rejected", job
+    assert job["reason"] and job["reason_code"], job
+
+
+def test_a_wrong_called_ae_and_a_non_ct_sop_class_are_refused_and_the_gateway_stays_up(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    folder = _series(tmp_path, "wrong-ae")
+    wrong = storescu(gateway.dicom_port, folder, called="NOT_PULMOGATE")
+    assert wrong.returncode != 0
+    assert (
+        "Called AE Title Not Recognized" in wrong.stderr + wrong.stdout
+        or "reject" in (wrong.stderr + wrong.stdout).lower()
+    )
+
+    sc_folder = tmp_path / "sc"
+    sc_folder.mkdir()
+    ds = dcmread(next(folder.iterdir()))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = (
+        "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+    )
+    ds.save_as(sc_folder / "mr.dcm")
+    refused = storescu(gateway.dicom_port, sc_folder)
+    assert refused.returncode != 0 or "No presentation context" in refused.stderr + refused.stdout
+
+    echo = subprocess.run(
+        ["/usr/bin/echoscu", "-aec", "PULMOGATE", "127.0.0.1", str(gateway.dicom_port)],
+        capture_output=True,
+    )
+    assert echo.returncode == 0
+    gateway.assert_alive()
