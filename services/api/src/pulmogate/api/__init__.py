@@ -1,0 +1,1 @@
+"""PulmoGate API: REST for jobs, rules and destinations; health checks and metrics."""

@@ -1,0 +1,52 @@
+"""The FastAPI application: routers, dependencies and readable JSON errors."""
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from pulmogate.api.deps import current_user
+from pulmogate.api.errors import ApiError, InvalidField
+from pulmogate.api.routes import destinations, health, jobs, rules
+from pulmogate.common.runtime import Context
+
+API_PREFIX = "/api/v1"
+
+
+async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Domain errors as {"detail": ...}; field errors in pydantic's shape so clients see one."""
+    assert isinstance(exc, ApiError)
+    if isinstance(exc, InvalidField):
+        detail: object = [{"type": "value_error", "loc": ["body", exc.field], "msg": exc.message}]
+    else:
+        detail = exc.message
+    return JSONResponse(status_code=exc.status_code, content={"detail": detail})
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """422 with each problem's location and message (input values left out: they may be PHI)."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
+        for e in exc.errors()
+    ]
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
+def create_app(ctx: Context) -> FastAPI:
+    """Build the app around a service context (DB, bus, storage, settings)."""
+    app = FastAPI(
+        title="PulmoGate",
+        summary="DICOM gateway with chest CT lung lesion analysis",
+        version="0.1.0",
+    )
+    app.state.ctx = ctx
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(current_user)])
+    api.include_router(jobs.router)
+    api.include_router(rules.router)
+    api.include_router(destinations.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,1 @@
+"""Database work behind the routes: queries, inserts, updates and their checks."""

@@ -1,0 +1,151 @@
+"""Jobs: the paged listing, one job with its outputs and deliveries, its log, counts by status."""
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from pulmogate.api.errors import NotFound
+from pulmogate.api.schemas import (
+    DeliveryDestination,
+    DeliveryOut,
+    JobDetail,
+    JobLogLine,
+    JobSource,
+    JobStudy,
+    JobSummary,
+    OutputOut,
+    Page,
+)
+from pulmogate.common.db.models import Delivery, Job, JobLog
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    """Elapsed seconds, or None while either end is unknown."""
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 3)
+
+
+def _summary_fields(job: Job) -> dict[str, object]:
+    """The fields shared by the listing and the detail view (no patient identifiers)."""
+    series = job.series
+    return {
+        "id": job.id,
+        "status": job.status,
+        "reason_code": job.reason_code,
+        "reason": job.reason,
+        "prediction": job.prediction,
+        "grade": job.grade,
+        "percent": job.percent,
+        "model_name": job.model_name,
+        "model_version": job.model_version,
+        "processing_time_s": _seconds(job.analysis_started_at, job.analysis_finished_at),
+        "total_time_s": _seconds(series.first_received_at, job.finished_at),
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "source": JobSource(
+            calling_ae=series.calling_ae, called_ae=series.called_ae, peer_ip=series.peer_ip
+        ),
+        "study": JobStudy(
+            study_uid=series.study_uid,
+            series_uid=series.series_uid,
+            study_description=series.study_description,
+            series_description=series.series_description,
+            modality=series.modality,
+            instance_count=series.instance_count,
+        ),
+        "delivery_counts": dict(Counter(d.status for d in job.deliveries)),
+    }
+
+
+def job_summary(job: Job) -> JobSummary:
+    """A listing row."""
+    return JobSummary.model_validate(_summary_fields(job))
+
+
+def _delivery(delivery: Delivery) -> DeliveryOut:
+    dest = delivery.destination
+    return DeliveryOut(
+        id=delivery.id,
+        destination=DeliveryDestination(
+            id=dest.id, name=dest.name, ae_title=dest.ae_title, host=dest.host, port=dest.port
+        ),
+        status=delivery.status,
+        attempts=delivery.attempts,
+        last_error=delivery.last_error,
+        delivered_at=delivery.delivered_at,
+        next_attempt_at=delivery.next_attempt_at,
+    )
+
+
+def job_detail(job: Job) -> JobDetail:
+    """The full view of one job."""
+    return JobDetail.model_validate(
+        {
+            **_summary_fields(job),
+            "rule_id": job.rule_id,
+            "attempts": job.attempts,
+            "figures": job.figures or {},
+            "timings": job.timings or {},
+            "updated_at": job.updated_at,
+            "analysis_started_at": job.analysis_started_at,
+            "analysis_finished_at": job.analysis_finished_at,
+            "outputs": [
+                OutputOut.model_validate(o) for o in sorted(job.outputs, key=lambda o: o.id)
+            ],
+            "deliveries": [_delivery(d) for d in sorted(job.deliveries, key=lambda d: d.id)],
+        }
+    )
+
+
+async def list_jobs(
+    session: AsyncSession, *, statuses: Sequence[str], limit: int, offset: int
+) -> Page[JobSummary]:
+    """Jobs newest first, optionally only those in ``statuses``, with the total count."""
+    where = [Job.status.in_(list(statuses))] if statuses else []
+    total = await session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    query = (
+        select(Job)
+        .where(*where)
+        .options(selectinload(Job.deliveries))
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    jobs = (await session.scalars(query)).unique().all()
+    return Page[JobSummary](
+        items=[job_summary(j) for j in jobs], total=total, limit=limit, offset=offset
+    )
+
+
+async def get_job(session: AsyncSession, job_id: int) -> Job:
+    """One job with its outputs and deliveries, or NotFound."""
+    query = (
+        select(Job)
+        .where(Job.id == job_id)
+        .options(selectinload(Job.outputs), selectinload(Job.deliveries))
+    )
+    job = (await session.scalars(query)).unique().one_or_none()
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+async def job_log(session: AsyncSession, job_id: int) -> list[JobLogLine]:
+    """The job's log lines in the order they were written."""
+    if await session.scalar(select(Job.id).where(Job.id == job_id)) is None:
+        raise NotFound(f"job {job_id} not found")
+    lines = await session.scalars(
+        select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.at, JobLog.id)
+    )
+    return [JobLogLine.model_validate(line) for line in lines]
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    """How many jobs are in each status."""
+    rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
+    return {status: count for status, count in rows.tuples()}

@@ -1,0 +1,54 @@
+"""CRUD /api/v1/destinations."""
+
+from fastapi import APIRouter, status
+
+from pulmogate.api.crud import destinations as crud
+from pulmogate.api.deps import SessionDep
+from pulmogate.api.schemas import DestinationCreate, DestinationOut, DestinationUpdate
+
+router = APIRouter(prefix="/destinations", tags=["destinations"])
+
+NOT_FOUND = {404: {"description": "No destination with this id"}}
+CONFLICT = {409: {"description": "Name taken, or the destination is still in use"}}
+
+
+@router.get("", response_model=list[DestinationOut])
+async def list_destinations(session: SessionDep) -> list[DestinationOut]:
+    """All destinations by name."""
+    return [DestinationOut.model_validate(d) for d in await crud.list_destinations(session)]
+
+
+@router.post(
+    "", response_model=DestinationOut, status_code=status.HTTP_201_CREATED, responses=CONFLICT
+)
+async def create_destination(body: DestinationCreate, session: SessionDep) -> DestinationOut:
+    """Add a destination."""
+    return DestinationOut.model_validate(await crud.create_destination(session, body))
+
+
+@router.get("/{destination_id}", response_model=DestinationOut, responses=NOT_FOUND)
+async def get_destination(destination_id: int, session: SessionDep) -> DestinationOut:
+    """One destination."""
+    return DestinationOut.model_validate(await crud.get_destination(session, destination_id))
+
+
+@router.patch(
+    "/{destination_id}", response_model=DestinationOut, responses={**NOT_FOUND, **CONFLICT}
+)
+async def update_destination(
+    destination_id: int, body: DestinationUpdate, session: SessionDep
+) -> DestinationOut:
+    """Change some fields of a destination."""
+    return DestinationOut.model_validate(
+        await crud.update_destination(session, destination_id, body)
+    )
+
+
+@router.delete(
+    "/{destination_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def delete_destination(destination_id: int, session: SessionDep) -> None:
+    """Remove a destination that no rule or delivery uses."""
+    await crud.delete_destination(session, destination_id)

@@ -1,0 +1,37 @@
+"""GET /api/v1/jobs, /api/v1/jobs/{id}, /api/v1/jobs/{id}/log."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from pulmogate.api.crud import jobs as crud
+from pulmogate.api.deps import SessionDep
+from pulmogate.api.schemas import JobDetail, JobLogLine, JobSummary, Page
+from pulmogate.common.db.models import JobStatus
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+NOT_FOUND = {404: {"description": "No job with this id"}}
+
+
+@router.get("", response_model=Page[JobSummary])
+async def list_jobs(
+    session: SessionDep,
+    status: Annotated[list[JobStatus] | None, Query(description="Repeat to match several")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[JobSummary]:
+    """Jobs, newest first, one page at a time."""
+    return await crud.list_jobs(session, statuses=status or [], limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobDetail, responses=NOT_FOUND)
+async def get_job(job_id: int, session: SessionDep) -> JobDetail:
+    """One job with its figures, timings, outputs and deliveries."""
+    return crud.job_detail(await crud.get_job(session, job_id))
+
+
+@router.get("/{job_id}/log", response_model=list[JobLogLine], responses=NOT_FOUND)
+async def get_job_log(job_id: int, session: SessionDep) -> list[JobLogLine]:
+    """The job's log lines, oldest first."""
+    return await crud.job_log(session, job_id)

@@ -1,0 +1,236 @@
+"""Request and response models of the REST API (separate from the ORM models)."""
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pulmogate.api.validators import (
+    AETitle,
+    DescriptionFilter,
+    Host,
+    Name,
+    OptionalAETitle,
+    Port,
+    SourceIp,
+)
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a listing, with the total count of matching items."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- destinations -------------------------------------------------------------------------
+
+
+class DestinationBase(BaseModel):
+    """A DICOM peer that receives results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    host: Host
+    port: Port
+    ae_title: AETitle
+    enabled: bool = True
+
+
+class DestinationCreate(DestinationBase):
+    """Body of POST /destinations."""
+
+
+class DestinationUpdate(BaseModel):
+    """Body of PATCH /destinations/{id}: only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    host: Host | None = None
+    port: Port | None = None
+    ae_title: AETitle | None = None
+    enabled: bool | None = None
+
+
+class DestinationOut(DestinationBase):
+    """A stored destination."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+
+
+# --- routing rules ------------------------------------------------------------------------
+
+
+class RuleBase(BaseModel):
+    """Which series are analysed and where the results go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    enabled: bool = True
+    priority: int = 100
+    source_ip: SourceIp = None
+    source_ae_title: OptionalAETitle = None
+    study_description_filter: DescriptionFilter = ".*"
+    series_description_filter: DescriptionFilter = ".*"
+    ttl_days: int = Field(30, ge=1)
+    destination_ids: list[int] = Field(default_factory=list)
+
+
+class RuleCreate(RuleBase):
+    """Body of POST /rules."""
+
+
+class RuleUpdate(BaseModel):
+    """Body of PATCH /rules/{id}: only the fields given change (null clears an optional one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    enabled: bool | None = None
+    priority: int | None = None
+    source_ip: SourceIp = None
+    source_ae_title: OptionalAETitle = None
+    study_description_filter: DescriptionFilter | None = None
+    series_description_filter: DescriptionFilter | None = None
+    ttl_days: int | None = Field(None, ge=1)
+    destination_ids: list[int] | None = None
+
+
+class RuleOut(RuleBase):
+    """A stored rule with its destinations."""
+
+    model_config = ConfigDict(from_attributes=True, extra="ignore")
+
+    id: int
+    destinations: list[DestinationOut] = Field(default_factory=list)
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+class JobSource(BaseModel):
+    """Who sent the series."""
+
+    calling_ae: str
+    called_ae: str
+    peer_ip: str
+
+
+class JobStudy(BaseModel):
+    """The analysed series and its study (no patient identifiers)."""
+
+    study_uid: str
+    series_uid: str
+    study_description: str
+    series_description: str
+    modality: str
+    instance_count: int
+
+
+class JobSummary(BaseModel):
+    """A job as the results table lists it."""
+
+    id: int
+    status: str
+    reason_code: str | None
+    reason: str | None
+    prediction: str | None
+    grade: int | None
+    percent: float | None
+    model_name: str | None
+    model_version: str | None
+    processing_time_s: float | None = Field(
+        description="analysis_finished_at - analysis_started_at"
+    )
+    total_time_s: float | None = Field(
+        description="finished_at - the first instance of the series received"
+    )
+    created_at: datetime
+    finished_at: datetime | None
+    source: JobSource
+    study: JobStudy
+    delivery_counts: dict[str, int] = Field(
+        description="Deliveries of this job by status, e.g. {'delivered': 2, 'retrying': 1}"
+    )
+
+
+class OutputOut(BaseModel):
+    """A result object written by inference."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    kind: str
+    sop_instance_uid: str
+    series_uid: str
+
+
+class DeliveryDestination(BaseModel):
+    """Where a delivery goes."""
+
+    id: int
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+
+class DeliveryOut(BaseModel):
+    """Sending the job's outputs to one destination."""
+
+    id: int
+    destination: DeliveryDestination
+    status: str
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None
+    next_attempt_at: datetime | None
+
+
+class JobDetail(JobSummary):
+    """Everything about one job."""
+
+    rule_id: int | None
+    attempts: int
+    figures: dict[str, Any]
+    timings: dict[str, Any]
+    updated_at: datetime
+    analysis_started_at: datetime | None
+    analysis_finished_at: datetime | None
+    outputs: list[OutputOut]
+    deliveries: list[DeliveryOut]
+
+
+class JobLogLine(BaseModel):
+    """One line of a job's log."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    at: datetime
+    level: str
+    service: str
+    message: str
+
+
+# --- health -------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    """Liveness answer."""
+
+    status: str
+
+
+class Readiness(BaseModel):
+    """Readiness answer: each dependency and whether it answered."""
+
+    status: str
+    checks: dict[str, str]
