@@ -117,27 +117,8 @@ class RuleOut(RuleBase):
 # --- jobs ---------------------------------------------------------------------------------
 
 
-class JobSource(BaseModel):
-    """Who sent the series."""
-
-    calling_ae: str
-    called_ae: str
-    peer_ip: str
-
-
-class JobStudy(BaseModel):
-    """The analysed series and its study (no patient identifiers)."""
-
-    study_uid: str
-    series_uid: str
-    study_description: str
-    series_description: str
-    modality: str
-    instance_count: int
-
-
 class JobSummary(BaseModel):
-    """A job as the results table lists it."""
+    """A job as the results table lists it (no patient identifiers)."""
 
     id: int
     status: str
@@ -156,8 +137,15 @@ class JobSummary(BaseModel):
     )
     created_at: datetime
     finished_at: datetime | None
-    source: JobSource
-    study: JobStudy
+    calling_ae: str = Field(description="Who sent the series (source)")
+    called_ae: str
+    peer_ip: str
+    study_uid: str
+    series_uid: str
+    study_description: str
+    series_description: str
+    modality: str
+    instance_count: int
     delivery_counts: dict[str, int] = Field(
         description="Deliveries of this job by status, e.g. {'delivered': 2, 'retrying': 1}"
     )

@@ -14,8 +14,6 @@ from pulmogate.api.schemas import (
     DeliveryOut,
     JobDetail,
     JobLogLine,
-    JobSource,
-    JobStudy,
     JobSummary,
     OutputOut,
     Page,
@@ -47,17 +45,15 @@ def _summary_fields(job: Job) -> dict[str, object]:
         "total_time_s": _seconds(series.first_received_at, job.finished_at),
         "created_at": job.created_at,
         "finished_at": job.finished_at,
-        "source": JobSource(
-            calling_ae=series.calling_ae, called_ae=series.called_ae, peer_ip=series.peer_ip
-        ),
-        "study": JobStudy(
-            study_uid=series.study_uid,
-            series_uid=series.series_uid,
-            study_description=series.study_description,
-            series_description=series.series_description,
-            modality=series.modality,
-            instance_count=series.instance_count,
-        ),
+        "calling_ae": series.calling_ae,
+        "called_ae": series.called_ae,
+        "peer_ip": series.peer_ip,
+        "study_uid": series.study_uid,
+        "series_uid": series.series_uid,
+        "study_description": series.study_description,
+        "series_description": series.series_description,
+        "modality": series.modality,
+        "instance_count": series.instance_count,
         "delivery_counts": dict(Counter(d.status for d in job.deliveries)),
     }
 
