@@ -1,0 +1,1 @@
+"""PulmoGate inference: chest CT lung and lesion analysis."""

@@ -1,0 +1,133 @@
+"""The DICOM SEG: right and left lung, ground-glass opacity and consolidation as binary segments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import highdicom as hd
+import numpy as np
+from pydicom.sr.codedict import codes
+
+from pulmogate.inference.outputs.attributes import (
+    MANUFACTURER,
+    output_uid,
+    series_description,
+    software_versions,
+)
+
+if TYPE_CHECKING:
+    from pulmogate.inference.analysis import Analysis
+    from pulmogate.inference.volume import Volume
+
+SEG_SERIES_NUMBER = 9004
+RIGHT_LUNG = hd.sr.CodedConcept("3341006", "SCT", "Right lung")
+LEFT_LUNG = hd.sr.CodedConcept("44029006", "SCT", "Left lung")
+GROUND_GLASS_OPACITY = hd.sr.CodedConcept("112120", "DCM", "Ground glass opacity")
+# No standard code was verified for pulmonary consolidation: a local (99) coding scheme.
+CONSOLIDATION = hd.sr.CodedConcept("PG-CONSOLIDATION", "99PULMOGATE", "Consolidation")
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """What one segment is: its key, label, category, type, source array and label value."""
+
+    key: str
+    label: str
+    category: hd.sr.CodedConcept
+    property_type: hd.sr.CodedConcept
+    source: str  # "lungs" or "lesions"
+    value: int
+
+
+SEGMENTS = (
+    SegmentSpec("right", "Right lung", codes.SCT.AnatomicalStructure, RIGHT_LUNG, "lungs", 1),
+    SegmentSpec("left", "Left lung", codes.SCT.AnatomicalStructure, LEFT_LUNG, "lungs", 2),
+    SegmentSpec(
+        "ggo",
+        "Ground-glass opacity",
+        codes.SCT.MorphologicallyAbnormalStructure,
+        GROUND_GLASS_OPACITY,
+        "lesions",
+        1,
+    ),
+    SegmentSpec(
+        "consolidation",
+        "Consolidation",
+        codes.SCT.MorphologicallyAbnormalStructure,
+        CONSOLIDATION,
+        "lesions",
+        2,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class SegResult:
+    """The SEG dataset and the segment number of each present segment key."""
+
+    dataset: hd.seg.Segmentation
+    segment_numbers: dict[str, int]
+
+
+def algorithm(analysis: Analysis) -> hd.AlgorithmIdentificationSequence:
+    """The algorithm identification: the model's name and version."""
+    return hd.AlgorithmIdentificationSequence(
+        name=analysis.model_name,
+        family=codes.DCM.ArtificialIntelligence,
+        version=analysis.model_version,
+        source=MANUFACTURER,
+    )
+
+
+def build_seg(
+    volume: Volume, analysis: Analysis, *, institution: str | None = None
+) -> SegResult | None:
+    """A binary SEG of the non-empty segments over the source slices, or None when all are empty."""
+    masks: list[np.ndarray] = []
+    descriptions: list[hd.seg.SegmentDescription] = []
+    numbers: dict[str, int] = {}
+    identification = algorithm(analysis)
+    for spec in SEGMENTS:
+        mask = getattr(analysis, spec.source) == spec.value
+        if not mask.any():
+            continue
+        number = len(masks) + 1
+        numbers[spec.key] = number
+        masks.append(mask)
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=spec.label,
+                segmented_property_category=spec.category,
+                segmented_property_type=spec.property_type,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=identification,
+                tracking_uid=output_uid(volume, analysis, "seg-tracking", spec.key),
+                tracking_id=spec.label,
+            )
+        )
+    if not masks:
+        return None
+    seg = hd.seg.Segmentation(
+        source_images=volume.headers,
+        pixel_array=np.stack(masks, axis=-1),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=output_uid(volume, analysis, "seg", "series"),
+        series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=output_uid(volume, analysis, "seg", 0),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=analysis.model_name[:64],
+        software_versions=software_versions(analysis)[0],
+        device_serial_number="0",
+        content_label="PULMOGATE",
+        content_description=series_description("segmentation", analysis),
+        omit_empty_frames=True,
+    )
+    seg.SeriesDescription = series_description("segmentation", analysis)
+    seg.SoftwareVersions = software_versions(analysis)
+    if institution:
+        seg.InstitutionName = institution[:64]
+    return SegResult(dataset=seg, segment_numbers=numbers)

@@ -1,0 +1,146 @@
+"""The DICOM SR: a TID 1500 measurement report with the volumes, involvement and grade."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import highdicom as hd
+import pydicom
+from pydicom.sr.codedict import codes
+
+from pulmogate.inference.outputs.attributes import (
+    MANUFACTURER,
+    output_uid,
+    series_description,
+    software_versions,
+)
+from pulmogate.inference.outputs.seg import LEFT_LUNG, RIGHT_LUNG, SegResult
+
+if TYPE_CHECKING:
+    from pulmogate.inference.analysis import Analysis, Figures
+    from pulmogate.inference.volume import Volume
+
+SR_SERIES_NUMBER = 9003
+SCHEME = "99PULMOGATE"  # local codes where no standard concept was verified
+MILLILITRE = hd.sr.CodedConcept("ml", "UCUM", "milliliter")
+PERCENT = hd.sr.CodedConcept("%", "UCUM", "percent")
+GGO_VOLUME = hd.sr.CodedConcept("PG-GGO-VOLUME", SCHEME, "Ground glass opacity volume")
+CONSOLIDATION_VOLUME = hd.sr.CodedConcept("PG-CONSOLIDATION-VOLUME", SCHEME, "Consolidation volume")
+INVOLVEMENT = hd.sr.CodedConcept("PG-INVOLVEMENT", SCHEME, "Lesion percent of lung volume")
+CT_GRADE = hd.sr.CodedConcept("PG-CT-GRADE", SCHEME, "CT severity grade")
+LUNG = hd.sr.CodedConcept("39607008", "SCT", "Lung")
+
+
+def _measurements(figures: Figures) -> list[hd.sr.Measurement]:
+    """Lung, ground-glass and consolidation volume (ml) and percent involvement (%)."""
+    return [
+        hd.sr.Measurement(name=codes.SCT.Volume, value=round(figures.lung_ml, 2), unit=MILLILITRE),
+        hd.sr.Measurement(name=GGO_VOLUME, value=round(figures.ggo_ml, 2), unit=MILLILITRE),
+        hd.sr.Measurement(
+            name=CONSOLIDATION_VOLUME, value=round(figures.consolidation_ml, 2), unit=MILLILITRE
+        ),
+        hd.sr.Measurement(name=INVOLVEMENT, value=round(figures.percent, 2), unit=PERCENT),
+    ]
+
+
+def _tracking(volume: Volume, analysis: Analysis, key: str, label: str) -> hd.sr.TrackingIdentifier:
+    """A deterministic tracking identifier for one measurement group."""
+    return hd.sr.TrackingIdentifier(
+        uid=output_uid(volume, analysis, "sr-tracking", key), identifier=label
+    )
+
+
+def _groups(
+    volume: Volume, analysis: Analysis, seg: SegResult | None
+) -> list[
+    hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.MeasurementsAndQualitativeEvaluations
+]:
+    """One group per lung (referencing its SEG segment when there is one) and one in total."""
+    groups: list[
+        hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.MeasurementsAndQualitativeEvaluations
+    ] = []
+    for key, label, site, figures in (
+        ("right", "Right lung", RIGHT_LUNG, analysis.right),
+        ("left", "Left lung", LEFT_LUNG, analysis.left),
+    ):
+        common = {
+            "tracking_identifier": _tracking(volume, analysis, key, label),
+            "finding_type": site,
+            "finding_sites": [hd.sr.FindingSite(anatomic_location=site)],
+            "measurements": _measurements(figures),
+        }
+        if seg is not None and key in seg.segment_numbers:
+            segment = hd.sr.ReferencedSegment(
+                sop_class_uid=seg.dataset.SOPClassUID,
+                sop_instance_uid=seg.dataset.SOPInstanceUID,
+                segment_number=seg.segment_numbers[key],
+                source_series=hd.sr.SourceSeriesForSegmentation(volume.series_uid),
+            )
+            groups.append(
+                hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                    referenced_segment=segment, **common
+                )
+            )
+        else:
+            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
+    grade = hd.sr.QualitativeEvaluation(
+        name=CT_GRADE,
+        value=hd.sr.CodedConcept(f"CT-{analysis.grade}", SCHEME, f"CT-{analysis.grade}"),
+    )
+    groups.append(
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=_tracking(volume, analysis, "total", "Both lungs"),
+            finding_type=LUNG,
+            finding_sites=[hd.sr.FindingSite(anatomic_location=LUNG)],
+            measurements=_measurements(analysis.total),
+            qualitative_evaluations=[grade],
+        )
+    )
+    return groups
+
+
+def build_sr(
+    volume: Volume,
+    analysis: Analysis,
+    seg: SegResult | None,
+    *,
+    institution: str | None = None,
+    now: datetime | None = None,
+) -> pydicom.Dataset:
+    """A Comprehensive 3D SR measurement report referencing the source images and the SEG."""
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=output_uid(volume, analysis, "device", analysis.model_name),
+            name=analysis.model_name[:64],
+            manufacturer_name=MANUFACTURER,
+            model_name=f"{analysis.model_name} {analysis.model_version}"[:64],
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=codes.LN.CTChestReport,
+        imaging_measurements=_groups(volume, analysis, seg),
+        referenced_images=volume.headers,
+    )
+    evidence = [*volume.headers, *([seg.dataset] if seg is not None else [])]
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report,
+        series_instance_uid=output_uid(volume, analysis, "sr", "series"),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=output_uid(volume, analysis, "sr", 0),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        institution_name=institution[:64] if institution else None,
+    )
+    sr.SoftwareVersions = software_versions(analysis)
+    sr.SeriesDescription = series_description("report", analysis)
+    if now is not None:
+        sr.ContentDate = now.strftime("%Y%m%d")
+        sr.ContentTime = now.strftime("%H%M%S")
+    return sr
