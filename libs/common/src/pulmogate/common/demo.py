@@ -30,9 +30,11 @@ class DemoViewer:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = int(sock.getsockname()[1])
-        self._server = ae.start_server(
+        server = ae.start_server(
             ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
         )
+        assert server is not None
+        self._server = server
 
     def _on_store(self, event: Any) -> int:
         with self._lock:

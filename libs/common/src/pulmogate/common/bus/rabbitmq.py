@@ -118,7 +118,7 @@ class RabbitBus(Bus):
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             headers = message.headers or {}
-            attempt = int(headers.get(ATTEMPT_HEADER, 1))  # type: ignore[call-overload]
+            attempt = int(str(headers.get(ATTEMPT_HEADER, 1)))
             routing_key = str(headers.get(ROUTING_KEY_HEADER, message.routing_key or ""))
             try:
                 event = decode_event(routing_key, message.body)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydicom import Dataset, dcmread
 from pynetdicom import AE
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 STATUS_SUCCESS = 0x0000
 WARNING_STATUSES = frozenset({0xB000, 0xB006, 0xB007})
