@@ -1,0 +1,121 @@
+"""Quantify lungs and lesions per lung, grade the study on the CT-0..CT-4 scale, word the result."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pulmogate.common.refusals import Refusal, RefusalCode
+from pulmogate.inference.segment.base import Segmenter
+from pulmogate.inference.volume import Volume
+
+NOISE_FLOOR_PERCENT = 1.0  # below this involvement the finding is CT-0 (see models/qct.md)
+MIN_LUNG_ML = 100.0  # less aerated lung than this is not a chest CT we can analyse
+GRADE_UPPER_BOUNDS = (25.0, 50.0, 75.0)  # CT-1 < 25 <= CT-2 < 50 <= CT-3 < 75 <= CT-4
+
+
+@dataclass
+class Figures:
+    """Volumes of one lung (or both) in millilitres."""
+
+    lung_ml: float
+    ggo_ml: float
+    consolidation_ml: float
+
+    @property
+    def lesion_ml(self) -> float:
+        """Ground-glass plus consolidation."""
+        return self.ggo_ml + self.consolidation_ml
+
+    @property
+    def percent(self) -> float:
+        """Lesion volume as a percentage of lung volume (0 without lung)."""
+        return 100.0 * self.lesion_ml / self.lung_ml if self.lung_ml > 0 else 0.0
+
+
+@dataclass
+class Analysis:
+    """Masks, figures and grade of one study."""
+
+    lungs: np.ndarray
+    lesions: np.ndarray
+    right: Figures
+    left: Figures
+    total: Figures
+    grade: int
+    model_name: str
+    model_version: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def prediction(self, language: str = "en") -> str:
+        """The one-line result for the job list, in English ("en") or Russian ("ru")."""
+        percent = round(self.total.percent)
+        if language == "ru":
+            if self.grade == 0:
+                return "КТ-признаков пневмонии не найдено"
+            return f"КТ-признаки вирусной пневмонии, КТ-{self.grade}, объём поражения {percent} %"
+        if language != "en":
+            raise ValueError(f"language must be 'en' or 'ru', not {language!r}")
+        if self.grade == 0:
+            return "No CT signs of pneumonia"
+        return f"CT signs of viral pneumonia, CT-{self.grade}, {percent} % of lung volume"
+
+
+def grade_for(percent: float) -> int:
+    """CT grade for one lung's involvement: 0 below the noise floor, then 1..4 by 25 % steps."""
+    if percent < NOISE_FLOOR_PERCENT:
+        return 0
+    return 1 + sum(percent >= bound for bound in GRADE_UPPER_BOUNDS)
+
+
+def _figures(lung: np.ndarray, lesions: np.ndarray, voxel_ml: float) -> Figures:
+    """Volumes inside one lung mask."""
+    return Figures(
+        lung_ml=float(np.count_nonzero(lung)) * voxel_ml,
+        ggo_ml=float(np.count_nonzero(lesions[lung] == 1)) * voxel_ml,
+        consolidation_ml=float(np.count_nonzero(lesions[lung] == 2)) * voxel_ml,
+    )
+
+
+def default_segmenter() -> Segmenter:
+    """The qct model (one instance per process: its ONNX sessions are cached anyway)."""
+    from pulmogate.inference.segment.qct import QctSegmenter
+
+    return QctSegmenter()
+
+
+def analyse(volume: Volume, segmenter: Segmenter | None = None) -> Analysis:
+    """Segment, quantify and grade one volume; refuse it (NO_LUNGS) if no lungs are found."""
+    segmenter = segmenter or default_segmenter()
+    started = time.perf_counter()
+    lungs, lesions = segmenter.segment(volume)
+    segmented = time.perf_counter()
+    lesions = np.where(lungs > 0, lesions, 0).astype(np.uint8)
+    voxel_ml = float(np.prod(volume.spacing)) / 1000.0
+    right = _figures(lungs == 1, lesions, voxel_ml)
+    left = _figures(lungs == 2, lesions, voxel_ml)
+    total = Figures(
+        lung_ml=right.lung_ml + left.lung_ml,
+        ggo_ml=right.ggo_ml + left.ggo_ml,
+        consolidation_ml=right.consolidation_ml + left.consolidation_ml,
+    )
+    if total.lung_ml < MIN_LUNG_ML:
+        raise Refusal(
+            RefusalCode.NO_LUNGS,
+            f"found {total.lung_ml:.0f} ml of lung, at least {MIN_LUNG_ML:.0f} ml is needed "
+            "(is this a chest CT?)",
+        )
+    grade = max(grade_for(right.percent), grade_for(left.percent))
+    return Analysis(
+        lungs=lungs.astype(np.uint8),
+        lesions=lesions,
+        right=right,
+        left=left,
+        total=total,
+        grade=grade,
+        model_name=segmenter.name,
+        model_version=segmenter.version,
+        timings={"segment": segmented - started, "quantify": time.perf_counter() - segmented},
+    )

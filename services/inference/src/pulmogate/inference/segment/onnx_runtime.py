@@ -1,0 +1,54 @@
+"""ONNX Runtime sessions: execution provider choice and one cached session per graph."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import onnx
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+PROVIDER_SETTINGS = ("auto", "cuda", "tensorrt", "cpu")
+_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+_sessions: dict[tuple[str, str], ort.InferenceSession] = {}
+_lock = threading.Lock()
+
+
+def providers_for(setting: str = "auto") -> list[str]:
+    """Execution providers for a setting: auto uses CUDA when onnxruntime has it, else CPU."""
+    if setting not in PROVIDER_SETTINGS:
+        raise ValueError(f"execution provider must be one of {PROVIDER_SETTINGS}, not {setting!r}")
+    available = set(ort.get_available_providers())
+    if setting == "auto":
+        setting = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    wanted = _PROVIDERS[setting]
+    missing = [p for p in wanted if p not in available]
+    if setting != "cpu" and wanted[0] in missing:
+        raise RuntimeError(f"{wanted[0]} is not available in this onnxruntime build ({available})")
+    return [p for p in wanted if p in available]
+
+
+def cached_session(
+    key: str, build: Callable[[], onnx.ModelProto], setting: str = "auto"
+) -> ort.InferenceSession:
+    """The process-wide session for graph ``key``, built and created on first use only."""
+    with _lock:
+        session = _sessions.get((key, setting))
+        if session is None:
+            model = build()
+            onnx.checker.check_model(model)
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            session = ort.InferenceSession(
+                model.SerializeToString(), sess_options=options, providers=providers_for(setting)
+            )
+            log.info("onnx session %s on %s", key, session.get_providers()[0])
+            _sessions[(key, setting)] = session
+        return session

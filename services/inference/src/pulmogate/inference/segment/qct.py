@@ -1,0 +1,195 @@
+"""The default qct model: physics-based quantitative CT (HU bands, morphology, components)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cc3d
+import numpy as np
+from scipy import ndimage
+
+from pulmogate.inference.segment.masks import (
+    bounding_box,
+    fill_holes_slicewise,
+    largest_component,
+    remove_small,
+)
+from pulmogate.inference.segment.onnx_runtime import cached_session
+from pulmogate.inference.segment.qct_graph import build_bands_graph, build_lung_growth_graph
+
+if TYPE_CHECKING:
+    from pulmogate.inference.volume import Volume
+
+CARD_PATH = Path(__file__).resolve().parent.parent / "models" / "qct.md"
+AIRWAY_MAX_SHARE = 0.05  # a dark component touching an end slice is an airway if this small
+
+
+@dataclass
+class QctSettings:
+    """Tunable sizes of the qct model, in millimetres."""
+
+    closing_mm: tuple[float, float, float] = (10.0, 20.0, 20.0)  # (z, y, x) half-widths
+    growth_mm: float = 15.0  # geodesic growth into lesion-like tissue, in-plane
+    min_ggo_mm3: float = 20.0
+    min_consolidation_mm3: float = 30.0
+    min_lung_part_share: float = 0.01  # smaller air components are not lung
+
+
+class QctSegmenter:
+    """Lungs from the aerated region, lesions from Lung CT Analyzer HU bands; no trained weights."""
+
+    name = "pulmogate-qct"
+    version = "1.0.0"
+    card = str(CARD_PATH)
+
+    def __init__(self, providers: str = "auto", settings: QctSettings | None = None) -> None:
+        self.providers = providers
+        self.settings = settings or QctSettings()
+
+    def segment(self, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+        """Return (lungs, lesions) uint8 masks shaped like the volume."""
+        hu = volume.hu
+        bands = self._bands(hu)
+        body = _body(bands["body"])
+        air = bands["air"] & body
+        airway = _airways(bands["dark"] & body, int(np.count_nonzero(air)))
+        candidates = air & ~airway
+        right_is_low_x = volume.orientation[0] >= 0 if volume.orientation else True
+        lungs = _split_lungs(candidates, body, self.settings.min_lung_part_share, right_is_low_x)
+        lesion_like = bands["ggo"] | bands["consolidation"]
+        lungs = self._close(lungs, lesion_like & body & ~airway, volume.spacing)
+        lesions = self._lesions(lungs, bands, volume.spacing)
+        return lungs, lesions
+
+    def _bands(self, hu: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the bands graph: air, dark air, body, ground-glass and consolidation masks."""
+        session = cached_session("qct-bands", build_bands_graph, self.providers)
+        names = [o.name for o in session.get_outputs()]
+        values = session.run(names, {"hu": hu[None, None].astype(np.float32)})
+        return {n: v[0, 0] for n, v in zip(names, values, strict=True)}
+
+    def _close(
+        self,
+        lungs: np.ndarray,
+        allowed: np.ndarray,
+        spacing: tuple[float, float, float],
+    ) -> np.ndarray:
+        """Grow each lung into lesion-like tissue (closing, then geodesic steps); fill holes.
+
+        This reaches juxta-pleural and confluent lesions that the aerated region misses;
+        only voxels in the ground-glass or consolidation bands are added, so chest wall,
+        heart and bone (all above 0 HU) stay out. Vessels are enclosed holes and filled.
+        """
+        if not lungs.any():
+            return lungs
+        radius = tuple(
+            max(1, round(mm / s)) for mm, s in zip(self.settings.closing_mm, spacing, strict=True)
+        )
+        kernel = (2 * radius[0] + 1, 2 * radius[1] + 1, 2 * radius[2] + 1)
+        reach = round(self.settings.growth_mm / spacing[2]) + 1
+        box = bounding_box(lungs > 0, (radius[0] + reach, radius[1] + reach, radius[2] + reach))
+        crop = lungs[box]
+        channels = np.stack([crop == 1, crop == 2]).astype(np.float32)[None]
+        steps = max(1, round(self.settings.growth_mm / spacing[2]))
+        session = cached_session(
+            f"qct-lung-growth-{kernel}-{steps}",
+            lambda: build_lung_growth_graph(kernel, steps),
+            self.providers,
+        )
+        feeds = {"mask": channels, "allowed": allowed[box][None, None].astype(np.float32)}
+        grown = session.run(["grown"], feeds)[0][0]
+        right, left = grown[0], grown[1]
+        both = right & left
+        right &= ~both | (crop == 1)
+        left &= ~both | (crop == 2)
+        right = fill_holes_slicewise(right)
+        left = fill_holes_slicewise(left) & ~right
+        out = np.zeros_like(lungs)
+        out[box] = np.where(right, 1, np.where(left, 2, 0)).astype(np.uint8)
+        return out
+
+    def _lesions(
+        self, lungs: np.ndarray, bands: dict[str, np.ndarray], spacing: tuple[float, float, float]
+    ) -> np.ndarray:
+        """Ground-glass (1) and consolidation (2) inside the lungs, small specks dropped."""
+        voxel_mm3 = float(np.prod(spacing))
+        inside = lungs > 0
+        ggo = remove_small(bands["ggo"] & inside, math.ceil(self.settings.min_ggo_mm3 / voxel_mm3))
+        consolidation = remove_small(
+            bands["consolidation"] & inside,
+            math.ceil(self.settings.min_consolidation_mm3 / voxel_mm3),
+        )
+        lesions = np.zeros(lungs.shape, np.uint8)
+        lesions[ggo] = 1
+        lesions[consolidation] = 2
+        return lesions
+
+
+def _body(dense: np.ndarray) -> np.ndarray:
+    """The patient: the largest component denser than fat-air mix, holes filled per slice."""
+    return fill_holes_slicewise(largest_component(dense))
+
+
+def _airways(dark: np.ndarray, air_voxels: int) -> np.ndarray:
+    """Trachea and main bronchi: small dark-air components touching the first or last slice."""
+    airway = np.zeros(dark.shape, bool)
+    if not dark.any():
+        return airway
+    labels = cc3d.connected_components(dark, connectivity=6)
+    ends = np.union1d(np.unique(labels[0]), np.unique(labels[-1]))
+    ends = ends[ends > 0]
+    if ends.size == 0:
+        return airway
+    counts = np.bincount(labels.ravel())
+    small = ends[counts[ends] <= AIRWAY_MAX_SHARE * max(air_voxels, 1)]
+    airway = np.isin(labels, small)
+    if airway.any():
+        box = bounding_box(airway, (1, 1, 1))
+        airway[box] = ndimage.binary_dilation(airway[box], iterations=1)
+    return airway
+
+
+def _split_lungs(
+    candidates: np.ndarray, body: np.ndarray, min_share: float, right_is_low_x: bool
+) -> np.ndarray:
+    """Label aerated components 1 (right lung) or 2 (left); split a joined pair at the midline."""
+    lungs = np.zeros(candidates.shape, np.uint8)
+    if not candidates.any():
+        return lungs
+    labels = cc3d.connected_components(candidates, connectivity=6)
+    stats = cc3d.statistics(labels)
+    sizes = np.asarray(stats["voxel_counts"])[1:]
+    centroids = np.asarray(stats["centroids"])[1:]
+    order = np.argsort(sizes)[::-1]
+    largest = int(order[0])
+    kept = [int(i) for i in order if sizes[i] >= min_share * sizes[largest]]
+    body_x = np.flatnonzero(body.any(axis=(0, 1)))
+    mid_body = 0.5 * (body_x[0] + body_x[-1]) if body_x.size else candidates.shape[2] / 2
+    width = (body_x[-1] - body_x[0]) if body_x.size else candidates.shape[2]
+    main = labels == largest + 1
+    main_x = np.flatnonzero(main.any(axis=(0, 1)))
+    joined = main_x[0] < mid_body - 0.1 * width and main_x[-1] > mid_body + 0.1 * width
+    if joined:
+        profile = main.sum(axis=(0, 1))
+        lo, hi = main_x[0], main_x[-1]
+        third = (hi - lo) // 3
+        middle = profile[lo + third : hi - third + 1]
+        split = lo + third + int(np.argmin(middle)) if middle.size else int(mid_body)
+    elif len(kept) > 1:
+        split = 0.5 * (centroids[kept[0]][2] + centroids[kept[1]][2])
+    else:
+        split = mid_body
+    xs = np.arange(candidates.shape[2])
+    low_side = (xs < split)[None, None, :]
+    member = np.isin(labels, np.asarray(kept) + 1)
+    low_label, high_label = (1, 2) if right_is_low_x else (2, 1)
+    if joined:
+        lungs[member & low_side] = low_label
+        lungs[member & ~low_side] = high_label
+    else:
+        for i in kept:
+            lungs[labels == i + 1] = low_label if centroids[i][2] < split else high_label
+    return lungs

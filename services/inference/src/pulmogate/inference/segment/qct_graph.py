@@ -1,0 +1,126 @@
+"""ONNX graphs of the qct model, built in code: HU bands, smoothing and separable morphology."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+OPSET = 17
+VOLUME_SHAPE = [1, "channels", "z", "y", "x"]
+
+# Hounsfield bands (Lung CT Analyzer defaults; see models/qct.md).
+AIR_BELOW_HU = -400.0  # aerated lung and air: below the "collapsed" band
+DARK_AIR_BELOW_HU = -950.0  # airway lumen and outside air (emphysema band floor)
+BODY_ABOVE_HU = -500.0
+GGO_BAND_HU = (-750.0, -400.0)  # "infiltrated"
+CONSOLIDATION_BAND_HU = (-400.0, 0.0)  # "collapsed"
+
+
+class _Graph:
+    """A small helper that names nodes and constants while a graph is built."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def name(self, stem: str) -> str:
+        self._count += 1
+        return f"{stem}_{self._count}"
+
+    def op(self, op_type: str, inputs: list[str], **attributes: object) -> str:
+        out = self.name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], **attributes))
+        return out
+
+    def const(self, value: float) -> str:
+        name = self.name("const")
+        self.initializers.append(helper.make_tensor(name, TensorProto.FLOAT, [], [value]))
+        return name
+
+    def dilate(self, x: str, kernel: tuple[int, int, int]) -> str:
+        """Flat max filter (MaxPool, stride 1, same size) with a (z, y, x) box kernel."""
+        pads = [k // 2 for k in kernel] * 2
+        return self.op("MaxPool", [x], kernel_shape=list(kernel), pads=pads, strides=[1, 1, 1])
+
+    def erode(self, x: str, kernel: tuple[int, int, int]) -> str:
+        """Flat min filter as -MaxPool(-x)."""
+        return self.op("Neg", [self.dilate(self.op("Neg", [x]), kernel)])
+
+    def dilate_separable(self, x: str, kernel: tuple[int, int, int]) -> str:
+        """Box dilation as three one-axis max filters."""
+        kz, ky, kx = kernel
+        for axis_kernel in ((kz, 1, 1), (1, ky, 1), (1, 1, kx)):
+            if max(axis_kernel) > 1:
+                x = self.dilate(x, axis_kernel)
+        return x
+
+    def erode_separable(self, x: str, kernel: tuple[int, int, int]) -> str:
+        """Box erosion as three one-axis min filters."""
+        return self.op("Neg", [self.dilate_separable(self.op("Neg", [x]), kernel)])
+
+    def band(self, x: str, low: float, high: float) -> str:
+        """1.0 where low <= x < high, else 0.0."""
+        inside = self.op(
+            "And",
+            [
+                self.op("GreaterOrEqual", [x, self.const(low)]),
+                self.op("Less", [x, self.const(high)]),
+            ],
+        )
+        return self.op("Cast", [inside], to=TensorProto.FLOAT)
+
+    def output(self, x: str, name: str) -> None:
+        self.nodes.append(helper.make_node("Identity", [x], [name]))
+
+    def model(self, name: str, inputs: list[str], outputs: dict[str, int]) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes,
+            name,
+            [helper.make_tensor_value_info(i, TensorProto.FLOAT, VOLUME_SHAPE) for i in inputs],
+            [helper.make_tensor_value_info(o, t, VOLUME_SHAPE) for o, t in outputs.items()],
+            initializer=self.initializers,
+        )
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="pulmogate"
+        )
+        model.ir_version = 8
+        return model
+
+
+def build_bands_graph() -> onnx.ModelProto:
+    """hu (1,1,z,y,x) -> air, dark air, body, ground-glass and consolidation masks.
+
+    Smoothing is a 3x3 in-plane mean; the lesion bands are opened with a 3x3 in-plane box
+    so one-voxel rims (partial volume at the pleura and around vessels) drop out.
+    """
+    g = _Graph()
+    smooth = g.op(
+        "AveragePool", ["hu"], kernel_shape=[1, 3, 3], pads=[0, 1, 1, 0, 1, 1], count_include_pad=0
+    )
+    g.output(g.op("Less", [smooth, g.const(AIR_BELOW_HU)]), "air")
+    g.output(g.op("Less", [smooth, g.const(DARK_AIR_BELOW_HU)]), "dark")
+    g.output(g.op("Greater", ["hu", g.const(BODY_ABOVE_HU)]), "body")
+    for name, (low, high) in (("ggo", GGO_BAND_HU), ("consolidation", CONSOLIDATION_BAND_HU)):
+        opened = g.dilate(g.erode(g.band(smooth, low, high), (1, 3, 3)), (1, 3, 3))
+        g.output(g.op("Greater", [opened, g.const(0.5)]), name)
+    outputs = {k: TensorProto.BOOL for k in ("air", "dark", "body", "ggo", "consolidation")}
+    return g.model("qct_bands", ["hu"], outputs)
+
+
+def build_lung_growth_graph(kernel: tuple[int, int, int], steps: int) -> onnx.ModelProto:
+    """Grow lung masks into lesion-like tissue: a conditional closing, then geodesic dilation.
+
+    Inputs: mask (1,c,z,y,x), one channel per lung, and allowed (1,1,z,y,x), both 0/1 float.
+    Closing with the (z, y, x) box fills bays in the aerated lung; each of ``steps`` geodesic
+    steps (a 3x3x3 dilation kept inside ``allowed``) reaches one voxel further into
+    consolidated lung connected to it. Voxels outside ``allowed`` are only ever the input's.
+    """
+    g = _Graph()
+    closed = g.erode_separable(g.dilate_separable("mask", kernel), kernel)
+    grown = g.op("Max", ["mask", g.op("Min", [closed, "allowed"])])
+    for _ in range(steps):
+        reach = g.op("Min", [g.dilate_separable(grown, (3, 3, 3)), "allowed"])
+        grown = g.op("Max", [grown, reach])
+    g.output(g.op("Greater", [grown, g.const(0.5)]), "grown")
+    return g.model("qct_lung_growth", ["mask", "allowed"], {"grown": TensorProto.BOOL})
