@@ -1,0 +1,1 @@
+"""PulmoGate router: routing rules, input checks, license hook, job creation and deliveries."""
