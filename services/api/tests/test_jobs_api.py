@@ -127,7 +127,7 @@ async def test_job_detail_has_times_figures_outputs_deliveries_and_timings(
     assert pacs["destination"] | {"id": 0} == {
         "id": 0,
         "name": "PACS",
-        "ae_title": "PAC",
+        "ae_title": "PACS",
         "host": "10.0.0.9",
         "port": 104,
     }
