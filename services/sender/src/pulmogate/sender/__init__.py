@@ -1,0 +1,1 @@
+"""PulmoGate sender: C-STORE of results to destinations, with retries and backoff."""

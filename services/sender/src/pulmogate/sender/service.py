@@ -1,0 +1,258 @@
+"""Sender service: C-STORE each delivery's outputs, retry with backoff, finish the job."""
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import timedelta
+from pathlib import Path
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pulmogate.common.db.models import (
+    Delivery,
+    DeliveryStatus,
+    Destination,
+    Job,
+    JobStatus,
+    OutputObject,
+    utcnow,
+)
+from pulmogate.common.events import DeliveryRequested, Event
+from pulmogate.common.joblog import add_log
+from pulmogate.common.metrics import DELIVERIES, JOBS_FINISHED
+from pulmogate.common.outbox import enqueue
+from pulmogate.common.runtime import Context
+from pulmogate.sender.backoff import backoff_delay
+from pulmogate.sender.dispatch import DispatchOutcome, Peer, dispatch
+
+log = structlog.get_logger("pulmogate.sender")
+
+QUEUE = "pulmogate.sender"
+SERVICE = "sender"
+PREFETCH = 4
+FINAL = frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.FAILED})
+STALE_SENDING_S = 300.0
+RECONCILE_EVERY_S = 60.0
+
+
+class SenderService:
+    """Consumes delivery.requested; one association per delivery attempt."""
+
+    name = SERVICE
+
+    def __init__(self) -> None:
+        self.ctx: Context | None = None
+        self._sending: set[int] = set()
+
+    async def start(self, ctx: Context) -> None:
+        """Re-announce deliveries a crash left in SENDING, subscribe, start the safety net."""
+        self.ctx = ctx
+        await self.reconcile(sending_older_than_s=0.0)
+        await ctx.bus.subscribe(
+            QUEUE, [DeliveryRequested.routing_key], self.on_event, prefetch=PREFETCH
+        )
+        ctx.spawn(self._reconcile_loop(), "sender-reconcile")
+
+    async def stop(self) -> None:
+        """Nothing to release: unacked messages return to the queue."""
+
+    async def on_event(self, event: Event) -> None:
+        """Attempt one delivery (idempotent: final deliveries are acked untouched)."""
+        assert isinstance(event, DeliveryRequested)
+        delivery_id = event.delivery_id
+        if delivery_id in self._sending:
+            log.info("delivery already being sent here, ignoring duplicate", id=delivery_id)
+            return
+        self._sending.add(delivery_id)
+        try:
+            await self._attempt(delivery_id)
+        finally:
+            self._sending.discard(delivery_id)
+
+    async def _attempt(self, delivery_id: int) -> None:
+        assert self.ctx is not None
+        ctx = self.ctx
+        lock = not ctx.db.is_sqlite
+        async with ctx.db.session() as session:
+            job_id = await session.scalar(select(Delivery.job_id).where(Delivery.id == delivery_id))
+            if job_id is None:
+                log.warning("delivery.requested for an unknown delivery", id=delivery_id)
+                return
+            await session.get(Job, job_id, with_for_update=lock)  # lock order: job, then delivery
+            delivery = await session.get(Delivery, delivery_id, with_for_update=lock)
+            if delivery is None:
+                return
+            if delivery.status in FINAL:
+                log.info("delivery already final", id=delivery_id, status=delivery.status)
+                return
+            destination = await session.get(Destination, delivery.destination_id)
+            assert destination is not None
+            peer = Peer(destination.name, destination.host, destination.port, destination.ae_title)
+            paths = [
+                Path(p)
+                for p in await session.scalars(
+                    select(OutputObject.path)
+                    .where(OutputObject.job_id == delivery.job_id)
+                    .order_by(OutputObject.id)
+                )
+            ]
+            if not destination.enabled or not paths:
+                reason = (
+                    f"destination {destination.name} is disabled"
+                    if not destination.enabled
+                    else "the job has no output objects to send"
+                )
+                await self._fail(session, delivery, peer, reason)
+                return
+            delivery.status = DeliveryStatus.SENDING
+            delivery.attempts += 1
+            delivery.next_attempt_at = None
+            attempt = delivery.attempts
+        log.info("sending", id=delivery_id, objects=len(paths), peer=str(peer), attempt=attempt)
+        outcome = await dispatch(
+            paths,
+            peer,
+            calling_aet=ctx.settings.scu_ae_title,
+            timeout_s=ctx.settings.delivery_timeout_s,
+        )
+        await self._record(delivery_id, peer, outcome)
+
+    async def _record(self, delivery_id: int, peer: Peer, outcome: DispatchOutcome) -> None:
+        """Store the attempt's outcome; schedule a retry or finish the delivery (and the job)."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        settings = ctx.settings
+        async with ctx.db.session() as session:
+            job_id = await session.scalar(select(Delivery.job_id).where(Delivery.id == delivery_id))
+            if job_id is None:
+                return
+            await session.get(Job, job_id, with_for_update=not ctx.db.is_sqlite)
+            delivery = await session.get(
+                Delivery, delivery_id, with_for_update=not ctx.db.is_sqlite, populate_existing=True
+            )
+            assert delivery is not None
+            if delivery.status in FINAL:
+                return
+            if outcome.ok:
+                delivery.status = DeliveryStatus.DELIVERED
+                delivery.delivered_at = utcnow()
+                delivery.last_error = None
+                add_log(session, job_id, SERVICE, f"delivered {outcome.sent} objects to {peer}")
+                DELIVERIES.labels(outcome="delivered").inc()
+                log.info("delivered", id=delivery_id, objects=outcome.sent, peer=str(peer))
+            elif delivery.attempts < settings.delivery_max_attempts:
+                delay = backoff_delay(
+                    delivery.attempts,
+                    settings.delivery_backoff_initial_s,
+                    settings.delivery_backoff_max_s,
+                )
+                delivery.status = DeliveryStatus.RETRYING
+                delivery.last_error = outcome.error
+                delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
+                add_log(
+                    session,
+                    job_id,
+                    SERVICE,
+                    f"delivery to {peer} failed (attempt {delivery.attempts} of "
+                    f"{settings.delivery_max_attempts}): {outcome.error}; retrying in {delay:g} s",
+                    level="warning",
+                )
+                enqueue(session, DeliveryRequested(delivery_id=delivery_id), delay_s=delay)
+                DELIVERIES.labels(outcome="retrying").inc()
+                log.warning("delivery failed, will retry", id=delivery_id, delay_s=delay)
+                return
+            else:
+                await self._fail(session, delivery, peer, outcome.error or "unknown error")
+                return
+            await self._finish_job(session, job_id)
+
+    async def _fail(
+        self, session: AsyncSession, delivery: Delivery, peer: Peer, reason: str
+    ) -> None:
+        """Give up on a delivery, with the reason, and finish the job if it was the last one."""
+        delivery.status = DeliveryStatus.FAILED
+        delivery.last_error = reason
+        delivery.next_attempt_at = None
+        add_log(
+            session,
+            delivery.job_id,
+            SERVICE,
+            f"delivery to {peer} failed after {delivery.attempts} attempt(s): {reason}",
+            level="error",
+        )
+        DELIVERIES.labels(outcome="failed").inc()
+        log.error("delivery failed", id=delivery.id, attempts=delivery.attempts)
+        await self._finish_job(session, delivery.job_id)
+
+    async def _finish_job(self, session: AsyncSession, job_id: int) -> None:
+        """DONE when every delivery is DELIVERED, FAILED when any failed; only once all are final.
+
+        The caller holds the job row lock (Postgres), so two deliveries finishing at once
+        cannot both see the other one still open.
+        """
+        assert self.ctx is not None
+        await session.flush()
+        job = await session.get(Job, job_id, with_for_update=not self.ctx.db.is_sqlite)
+        if job is None or job.status != JobStatus.DELIVERING:
+            return
+        rows = (
+            await session.execute(
+                select(Delivery.status, Destination.name, Delivery.last_error)
+                .join(Destination, Destination.id == Delivery.destination_id)
+                .where(Delivery.job_id == job_id)
+                .order_by(Delivery.id)
+            )
+        ).all()
+        if any(status not in FINAL for status, _, _ in rows):
+            return
+        failed = [(name, error) for status, name, error in rows if status == DeliveryStatus.FAILED]
+        job.finished_at = utcnow()
+        if failed:
+            job.status = JobStatus.FAILED
+            job.reason = "; ".join(f"delivery to {name} failed: {error}" for name, error in failed)
+            add_log(session, job_id, SERVICE, job.reason, level="error")
+        else:
+            job.status = JobStatus.DONE
+            add_log(session, job_id, SERVICE, f"delivered to all {len(rows)} destination(s)")
+        JOBS_FINISHED.labels(status=job.status).inc()
+
+    async def reconcile(self, *, sending_older_than_s: float) -> None:
+        """Re-announce deliveries left in SENDING (a crash mid-association); outputs' UIDs are
+        deterministic, so a PACS that got part of them keeps one copy."""
+        assert self.ctx is not None
+        cutoff = utcnow() - timedelta(seconds=sending_older_than_s)
+        async with self.ctx.db.session() as session:
+            stuck = (
+                await session.scalars(
+                    select(Delivery)
+                    .where(Delivery.status == DeliveryStatus.SENDING)
+                    .where(Delivery.updated_at <= cutoff)
+                )
+            ).all()
+            for delivery in stuck:
+                if delivery.id in self._sending:
+                    continue
+                delivery.status = DeliveryStatus.PENDING
+                add_log(
+                    session,
+                    delivery.job_id,
+                    SERVICE,
+                    "delivery interrupted while sending; sending again",
+                    level="warning",
+                )
+                enqueue(session, DeliveryRequested(delivery_id=delivery.id))
+        if stuck:
+            log.info("re-announced interrupted deliveries", count=len(stuck))
+
+    async def _reconcile_loop(self) -> None:
+        """Safety net for a replica that died mid-send while this one keeps running."""
+        while True:
+            await asyncio.sleep(RECONCILE_EVERY_S)
+            await self._safely(self.reconcile(sending_older_than_s=STALE_SENDING_S))
+
+    async def _safely(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("sender reconcile failed")
