@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ import pydicom
 import pytest
 
 from pulmogate.common.phantom import make_phantom, write_series
+from pulmogate.inference.analysis import Analysis, Figures
 from pulmogate.inference.outputs import OutputObject, build_outputs
 from pulmogate.inference.outputs.render import CONSOLIDATION_COLOUR, GGO_COLOUR
 from pulmogate.inference.volume import Volume
@@ -30,46 +31,6 @@ STUDY_KEYWORDS = (
     "ReferringPhysicianName",
     "StudyDescription",
 )
-
-
-@dataclass
-class Figures:
-    """Stand-in for pulmogate.inference.analysis.Figures (same fields)."""
-
-    lung_ml: float
-    ggo_ml: float
-    consolidation_ml: float
-
-    @property
-    def lesion_ml(self) -> float:
-        """Ground-glass plus consolidation."""
-        return self.ggo_ml + self.consolidation_ml
-
-    @property
-    def percent(self) -> float:
-        """Lesion volume as a percentage of lung volume."""
-        return 100.0 * self.lesion_ml / self.lung_ml if self.lung_ml else 0.0
-
-
-@dataclass
-class Analysis:
-    """Stand-in for pulmogate.inference.analysis.Analysis (same fields)."""
-
-    lungs: np.ndarray
-    lesions: np.ndarray
-    right: Figures
-    left: Figures
-    total: Figures
-    grade: int
-    model_name: str = "qct"
-    model_version: str = "1.0"
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def prediction(self, language: str = "en") -> str:
-        """The job's one-line prediction."""
-        if language == "ru":
-            return f"КТ-признаки вирусной пневмонии, КТ-{self.grade} ({self.total.percent:.0f} %)"
-        return f"CT signs of viral pneumonia, CT-{self.grade} ({self.total.percent:.0f} % of lung)"
 
 
 def _figures(lungs: np.ndarray, lesions: np.ndarray, voxel_ml: float, side: int | None) -> Figures:
@@ -107,6 +68,8 @@ def make_case(tmp_path: Path, *, slices: int = 20, size: int = 128) -> tuple[Vol
         left=_figures(phantom.lungs, phantom.lesions, voxel_ml, 2),
         total=total,
         grade=2,
+        model_name="qct",
+        model_version="1.0",
     )
     return volume, analysis
 
@@ -162,7 +125,7 @@ def test_output_uids_are_deterministic(
     assert uids == [(o.dataset.SeriesInstanceUID, o.dataset.SOPInstanceUID) for o in again]
     assert len({sop for _, sop in uids}) == len(uids)
     volume, analysis = case
-    other = Analysis(**{**analysis.__dict__, "model_version": "1.1"})
+    other = replace(analysis, model_version="1.1")
     other_uids = {o.dataset.SOPInstanceUID for o in build_outputs(volume, other)}
     assert not other_uids & {sop for _, sop in uids}
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pulmogate.inference.volume import Volume
 
 KINDS = ("overlay", "summary", "sr", "seg")
+LANGUAGES = ("en", "ru")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ def build_outputs(
     from pulmogate.inference.outputs.sr import build_sr
     from pulmogate.inference.outputs.summary import build_summary
 
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {LANGUAGES}, not {language!r}")
     now = datetime.now()
     overlay = build_overlay(volume, analysis, language=language, institution=institution, now=now)
     summary = build_summary(volume, analysis, language=language, institution=institution, now=now)
@@ -45,4 +48,4 @@ def build_outputs(
     return objects
 
 
-__all__ = ["KINDS", "OutputObject", "build_outputs"]
+__all__ = ["KINDS", "LANGUAGES", "OutputObject", "build_outputs"]
