@@ -1,0 +1,1 @@
+"""PulmoGate receiver: DICOM C-ECHO/C-STORE SCP and series completion."""

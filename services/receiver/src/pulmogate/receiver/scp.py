@@ -1,0 +1,269 @@
+"""The DICOM SCP: association policy, C-ECHO and C-STORE handlers.
+
+Handlers run on pynetdicom's association threads. A C-STORE writes the encoded dataset
+as received (no pixel decoding) with ``atomic_write`` and then waits, on the service's
+event loop, for its rows to commit: success is answered only when both are durable.
+"""
+
+import asyncio
+import errno
+import threading
+from collections.abc import Callable, Coroutine
+from io import BytesIO
+from typing import Any, TypeVar
+
+import structlog
+from pydicom import Dataset, dcmread
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.events import Event as DicomEvent
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pulmogate.common.db.session import Database
+from pulmogate.common.dicom.syntaxes import ACCEPTED_STORAGE_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
+from pulmogate.common.metrics import INSTANCES_RECEIVED
+from pulmogate.common.storage import Storage, atomic_write
+from pulmogate.common.uids import is_valid_uid
+from pulmogate.receiver.records import Peer, ReceivedInstance, record_instance, release_association
+
+log = structlog.get_logger("pulmogate.receiver")
+
+T = TypeVar("T")
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC210
+STATUS_PROCESSING_FAILURE = 0x0110
+
+DB_WAIT_S = 120.0
+REQUIRED_UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class CannotUnderstand(ValueError):
+    """A dataset the receiver cannot decode or file (its reason goes into ErrorComment)."""
+
+
+def failure(code: int, reason: str) -> Dataset:
+    """A C-STORE response status with a readable reason."""
+    status = Dataset()
+    status.Status = code
+    status.ErrorComment = reason[:64]
+    return status
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return "" if value is None else str(value).strip()
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(ds: Dataset, keyword: str) -> float | None:
+    try:
+        value = ds.get(keyword)
+        return None if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_header(encoded: bytes) -> Dataset:
+    """Decode everything before the pixel data; raise ``CannotUnderstand`` on bad input."""
+    try:
+        ds = dcmread(BytesIO(encoded), stop_before_pixels=True)
+        for keyword in REQUIRED_UIDS:
+            uid = _text(ds, keyword)
+            if not uid:
+                raise CannotUnderstand(f"missing {keyword}")
+            if not is_valid_uid(uid):
+                raise CannotUnderstand(f"{keyword} is not a valid UID")
+    except CannotUnderstand:
+        raise
+    except Exception as exc:
+        raise CannotUnderstand(f"undecodable dataset: {type(exc).__name__}") from exc
+    return ds
+
+
+class StoreSCP:
+    """An AE that files CT instances durably and tracks which association brought which series."""
+
+    def __init__(
+        self,
+        *,
+        ae_title: str,
+        storage: Storage,
+        db: Database,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.ae_title = ae_title
+        self.storage = storage
+        self.db = db
+        self.loop = loop
+        self.server: ThreadedAssociationServer | None = None
+        self._series_by_assoc: dict[int, dict[str, int]] = {}
+        self._lock = threading.Lock()
+        self.ae = self._make_ae()
+
+    def _make_ae(self) -> AE:
+        ae = AE(ae_title=self.ae_title)
+        ae.require_called_aet = True
+        ae.add_supported_context(Verification)
+        for sop_class in ACCEPTED_STORAGE_CLASSES:
+            ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)
+        return ae
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful with port 0)."""
+        assert self.server is not None, "SCP not started"
+        return int(self.server.server_address[1])
+
+    def start(self, host: str, port: int) -> None:
+        """Listen in pynetdicom's server thread."""
+        handlers: list[tuple[Any, Callable[..., Any]]] = [
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_ESTABLISHED, self.on_established),
+            (evt.EVT_REJECTED, self.on_rejected),
+            (evt.EVT_RELEASED, self.on_association_end),
+            (evt.EVT_ABORTED, self.on_association_end),
+            (evt.EVT_CONN_CLOSE, self.on_association_end),
+        ]
+        self.server = self.ae.start_server((host, port), block=False, evt_handlers=handlers)
+        log.info("dicom scp listening", ae_title=self.ae_title, host=host, port=self.port)
+
+    def stop(self) -> None:
+        """Stop listening and close open associations."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+        self.ae.shutdown()
+
+    def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the service loop and block this association thread until done."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=DB_WAIT_S)
+
+    @staticmethod
+    def _peer(assoc: Association) -> Peer:
+        return Peer(
+            calling_ae=str(assoc.requestor.ae_title).strip(),
+            called_ae=str(assoc.acceptor.ae_title).strip(),
+            peer_ip=str(assoc.requestor.address),
+        )
+
+    def on_echo(self, event: DicomEvent) -> int:
+        """C-ECHO: always success."""
+        return STATUS_SUCCESS
+
+    def on_established(self, event: DicomEvent) -> None:
+        """Log an accepted association with the presentation contexts it got."""
+        assoc = event.assoc
+        log.info(
+            "association accepted",
+            calling_ae=str(assoc.requestor.ae_title).strip(),
+            peer_ip=str(assoc.requestor.address),
+            accepted_contexts=len(assoc.accepted_contexts),
+            rejected_contexts=len(assoc.rejected_contexts),
+        )
+
+    def on_rejected(self, event: DicomEvent) -> None:
+        """Log why an association was rejected (e.g. a called AE title that is not ours)."""
+        assoc = event.assoc
+        called = str(assoc.acceptor.ae_title).strip()
+        reason = (
+            f"called AE title {called!r} is not {self.ae_title!r}"
+            if called != self.ae_title
+            else "association rejected"
+        )
+        log.warning(
+            "association rejected",
+            reason=reason,
+            calling_ae=str(assoc.requestor.ae_title).strip(),
+            peer_ip=str(assoc.requestor.address),
+        )
+
+    def on_association_end(self, event: DicomEvent) -> None:
+        """Released, aborted or dropped: the series it brought lose one open association."""
+        with self._lock:
+            series_ids = self._series_by_assoc.pop(id(event.assoc), {})
+        if series_ids:
+            try:
+                self._wait(release_association(self.db, sorted(series_ids.values())))
+            except Exception as exc:
+                log.error("could not record association end", error=repr(exc))
+
+    def on_store(self, event: DicomEvent) -> int | Dataset:
+        """C-STORE: file durably, commit the rows, then answer."""
+        try:
+            status = self._store(event)
+        except CannotUnderstand as exc:
+            log.warning("instance refused", reason=str(exc))
+            status = failure(STATUS_CANNOT_UNDERSTAND, str(exc))
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:
+                log.error("storage full, instance refused", error=str(exc))
+                status = failure(STATUS_OUT_OF_RESOURCES, "storage full")
+            else:
+                log.error("could not write instance", error=repr(exc))
+                status = failure(STATUS_PROCESSING_FAILURE, "could not write instance")
+        except Exception as exc:
+            log.error("could not record instance", error=repr(exc))
+            status = failure(STATUS_PROCESSING_FAILURE, "could not record instance")
+        code = status if isinstance(status, int) else int(status.Status)
+        INSTANCES_RECEIVED.labels(status=f"0x{code:04X}").inc()
+        return status
+
+    def _store(self, event: DicomEvent) -> int:
+        encoded = event.encoded_dataset(include_meta=True)
+        ds = read_header(encoded)
+        study_uid = _text(ds, "StudyInstanceUID")
+        series_uid = _text(ds, "SeriesInstanceUID")
+        sop_uid = _text(ds, "SOPInstanceUID")
+        path = self.storage.instance_path(study_uid, series_uid, sop_uid)
+        atomic_write(path, encoded)
+        context = event.context
+        item = ReceivedInstance(
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_instance_uid=sop_uid,
+            sop_class_uid=str(context.abstract_syntax),
+            transfer_syntax_uid=str(context.transfer_syntax[0]),
+            path=str(path),
+            size_bytes=len(encoded),
+            modality=_text(ds, "Modality"),
+            study_description=_text(ds, "StudyDescription"),
+            series_description=_text(ds, "SeriesDescription"),
+            patient_name=_text(ds, "PatientName"),
+            patient_id=_text(ds, "PatientID"),
+            study_date=_text(ds, "StudyDate"),
+            accession_number=_text(ds, "AccessionNumber"),
+            instance_number=_int(ds, "InstanceNumber"),
+            rows=_int(ds, "Rows"),
+            columns=_int(ds, "Columns"),
+            pixel_spacing="\\".join(str(v) for v in ds.get("PixelSpacing", []) or []),
+            slice_thickness=_float(ds, "SliceThickness"),
+        )
+        with self._lock:
+            brought = self._series_by_assoc.setdefault(id(event.assoc), {})
+            first_of_series = series_uid not in brought
+        recorded = self._wait(
+            record_instance(
+                self.db, item, self._peer(event.assoc), new_for_association=first_of_series
+            )
+        )
+        with self._lock:
+            brought[series_uid] = recorded.series_id
+        log.debug(
+            "instance stored",
+            sop_instance_uid=sop_uid,
+            series_uid=series_uid,
+            duplicate=recorded.duplicate,
+        )
+        return STATUS_SUCCESS

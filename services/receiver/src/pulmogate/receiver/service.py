@@ -1,0 +1,60 @@
+"""The receiver service: DICOM SCP in pynetdicom's threads, series completion on the loop."""
+
+import asyncio
+
+import structlog
+
+from pulmogate.common.runtime import Context
+from pulmogate.receiver.completion import run_completion
+from pulmogate.receiver.records import reset_open_associations
+from pulmogate.receiver.scp import StoreSCP
+
+log = structlog.get_logger("pulmogate.receiver")
+
+
+class ReceiverService:
+    """C-ECHO/C-STORE SCP that files CT instances and announces complete series."""
+
+    name = "receiver"
+
+    def __init__(self) -> None:
+        self.scp: StoreSCP | None = None
+        self._completion: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port the SCP listens on (the bound one when configured as 0)."""
+        assert self.scp is not None, "receiver not started"
+        return self.scp.port
+
+    async def start(self, ctx: Context) -> None:
+        """Reconcile the series left open by a previous process, listen, start completion."""
+        settings = ctx.settings
+        reset = await reset_open_associations(ctx.db)
+        if reset:
+            log.info("open associations of a previous process cleared", series=reset)
+        self.scp = StoreSCP(
+            ae_title=settings.ae_title,
+            storage=ctx.storage,
+            db=ctx.db,
+            loop=asyncio.get_running_loop(),
+        )
+        await asyncio.to_thread(self.scp.start, settings.dicom_host, settings.dicom_port)
+        self._completion = ctx.spawn(
+            run_completion(
+                ctx.db,
+                quiet_s=settings.series_quiet_seconds,
+                idle_s=settings.series_idle_seconds,
+            ),
+            "receiver-completion",
+        )
+
+    async def stop(self) -> None:
+        """Stop listening (open associations are aborted) and the completion loop."""
+        if self.scp is not None:
+            # Association threads may be waiting on this loop: shut down off-loop.
+            await asyncio.to_thread(self.scp.stop)
+            self.scp = None
+        if self._completion is not None:
+            self._completion.cancel()
+            self._completion = None
