@@ -144,4 +144,4 @@ async def job_log(session: AsyncSession, job_id: int) -> list[JobLogLine]:
 async def count_by_status(session: AsyncSession) -> dict[str, int]:
     """How many jobs are in each status."""
     rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
-    return {status: count for status, count in rows.tuples()}
+    return {status: count for status, count in rows}
