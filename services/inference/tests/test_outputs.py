@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from dataclasses import replace
@@ -321,6 +322,7 @@ def test_all_outputs_pass_dciodvfy(outputs: list[OutputObject], tmp_path: Path) 
         seen.add(output.kind)
         path = tmp_path / f"{output.kind}.dcm"
         output.dataset.save_as(path, enforce_file_format=True)
+        assert pydicom.dcmread(path).PatientName == "Иванов^Иван"  # UTF-8 survives
         result = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, check=False)
         errors = [
             line
@@ -331,3 +333,20 @@ def test_all_outputs_pass_dciodvfy(outputs: list[OutputObject], tmp_path: Path) 
             failures[output.kind] = errors
     assert seen == {"overlay", "summary", "sr", "seg"}
     assert not failures, failures
+
+
+def test_unknown_language_is_refused(case: tuple[Volume, Analysis]) -> None:
+    """Only English and Russian pages exist; another language is a clear error."""
+    with pytest.raises(ValueError, match="language"):
+        build_outputs(*case, language="de")
+
+
+def test_patient_name_is_not_logged(
+    case: tuple[Volume, Analysis], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Building the outputs logs no patient name or ID."""
+    volume, analysis = case
+    with caplog.at_level(logging.DEBUG):
+        build_outputs(volume, analysis, language="ru")
+    assert "Иванов" not in caplog.text
+    assert str(volume.headers[0].PatientID) not in caplog.text
