@@ -222,3 +222,9 @@ class Readiness(BaseModel):
 
     status: str
     checks: dict[str, str]
+
+
+class ErrorMessage(BaseModel):
+    """Body of a 404/409/503 answer."""
+
+    detail: str

@@ -4,12 +4,13 @@ from fastapi import APIRouter, status
 
 from pulmogate.api.crud import destinations as crud
 from pulmogate.api.deps import SessionDep
+from pulmogate.api.routes.responses import conflict, not_found
 from pulmogate.api.schemas import DestinationCreate, DestinationOut, DestinationUpdate
 
 router = APIRouter(prefix="/destinations", tags=["destinations"])
 
-NOT_FOUND = {404: {"description": "No destination with this id"}}
-CONFLICT = {409: {"description": "Name taken, or the destination is still in use"}}
+NOT_FOUND = not_found("destination")
+CONFLICT = conflict("Name taken, or the destination is still in use")
 
 
 @router.get("", response_model=list[DestinationOut])

@@ -6,12 +6,13 @@ from fastapi import APIRouter, Query
 
 from pulmogate.api.crud import jobs as crud
 from pulmogate.api.deps import SessionDep
+from pulmogate.api.routes.responses import not_found
 from pulmogate.api.schemas import JobDetail, JobLogLine, JobSummary, Page
 from pulmogate.common.db.models import JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-NOT_FOUND = {404: {"description": "No job with this id"}}
+NOT_FOUND = not_found("job")
 
 
 @router.get("", response_model=Page[JobSummary])

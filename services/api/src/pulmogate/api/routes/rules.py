@@ -4,13 +4,14 @@ from fastapi import APIRouter, status
 
 from pulmogate.api.crud import rules as crud
 from pulmogate.api.deps import SessionDep
+from pulmogate.api.routes.responses import conflict, not_found
 from pulmogate.api.schemas import DestinationOut, RuleCreate, RuleOut, RuleUpdate
 from pulmogate.common.db.models import RoutingRule
 
 router = APIRouter(prefix="/rules", tags=["rules"])
 
-NOT_FOUND = {404: {"description": "No rule with this id"}}
-CONFLICT = {409: {"description": "Another rule has this name"}}
+NOT_FOUND = not_found("rule")
+CONFLICT = conflict("Another rule has this name")
 
 
 def rule_out(rule: RoutingRule) -> RuleOut:
