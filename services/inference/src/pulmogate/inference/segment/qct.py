@@ -32,7 +32,7 @@ class QctSettings:
     """Tunable sizes of the qct model, in millimetres."""
 
     closing_mm: tuple[float, float, float] = (10.0, 20.0, 20.0)  # (z, y, x) half-widths
-    growth_mm: float = 15.0  # geodesic growth into lesion-like tissue, in-plane
+    growth_mm: float = 14.0  # geodesic growth into lesion-like tissue, in-plane
     min_ggo_mm3: float = 20.0
     min_consolidation_mm3: float = 30.0
     min_lung_part_share: float = 0.01  # smaller air components are not lung
@@ -58,9 +58,13 @@ class QctSegmenter:
         airway = _airways(bands["dark"] & body, int(np.count_nonzero(air)))
         candidates = air & ~airway
         right_is_low_x = volume.orientation[0] >= 0 if volume.orientation else True
-        lungs = _split_lungs(candidates, body, self.settings.min_lung_part_share, right_is_low_x)
+        lungs, split = _split_lungs(
+            candidates, body, self.settings.min_lung_part_share, right_is_low_x
+        )
         lesion_like = bands["ggo"] | bands["consolidation"]
-        lungs = self._close(lungs, lesion_like & body & ~airway, volume.spacing)
+        lungs = self._grow(
+            lungs, lesion_like & body & ~airway, volume.spacing, split, right_is_low_x
+        )
         lesions = self._lesions(lungs, bands, volume.spacing)
         return lungs, lesions
 
@@ -71,17 +75,20 @@ class QctSegmenter:
         values = session.run(names, {"hu": hu[None, None].astype(np.float32)})
         return {n: v[0, 0] for n, v in zip(names, values, strict=True)}
 
-    def _close(
+    def _grow(
         self,
         lungs: np.ndarray,
         allowed: np.ndarray,
         spacing: tuple[float, float, float],
+        split: float,
+        right_is_low_x: bool,
     ) -> np.ndarray:
-        """Grow each lung into lesion-like tissue (closing, then geodesic steps); fill holes.
+        """Grow the lungs into lesion-like tissue (closing, then geodesic steps); fill holes.
 
         This reaches juxta-pleural and confluent lesions that the aerated region misses;
         only voxels in the ground-glass or consolidation bands are added, so chest wall,
         heart and bone (all above 0 HU) stay out. Vessels are enclosed holes and filled.
+        Added voxels take the label of their side of the split between the lungs.
         """
         if not lungs.any():
             return lungs
@@ -89,24 +96,26 @@ class QctSegmenter:
             max(1, round(mm / s)) for mm, s in zip(self.settings.closing_mm, spacing, strict=True)
         )
         kernel = (2 * radius[0] + 1, 2 * radius[1] + 1, 2 * radius[2] + 1)
-        reach = round(self.settings.growth_mm / spacing[2]) + 1
-        box = bounding_box(lungs > 0, (radius[0] + reach, radius[1] + reach, radius[2] + reach))
+        steps = max(1, round(self.settings.growth_mm / (2 * spacing[2])))
+        reach = (radius[0] + steps + 1, radius[1] + 2 * steps + 1, radius[2] + 2 * steps + 1)
+        box = bounding_box(lungs > 0, reach)
         crop = lungs[box]
-        channels = np.stack([crop == 1, crop == 2]).astype(np.float32)[None]
-        steps = max(1, round(self.settings.growth_mm / spacing[2]))
         session = cached_session(
             f"qct-lung-growth-{kernel}-{steps}",
             lambda: build_lung_growth_graph(kernel, steps),
             self.providers,
         )
-        feeds = {"mask": channels, "allowed": allowed[box][None, None].astype(np.float32)}
-        grown = session.run(["grown"], feeds)[0][0]
-        right, left = grown[0], grown[1]
-        both = right & left
-        right &= ~both | (crop == 1)
-        left &= ~both | (crop == 2)
-        right = fill_holes_slicewise(right)
-        left = fill_holes_slicewise(left) & ~right
+        feeds = {
+            "mask": (crop > 0)[None, None].astype(np.float32),
+            "allowed": allowed[box][None, None].astype(np.float32),
+        }
+        grown = session.run(["grown"], feeds)[0][0, 0]
+        x = np.arange(box[2].start, box[2].stop)
+        low_side = (x < split)[None, None, :]
+        added = grown & (crop == 0)
+        right_side = low_side if right_is_low_x else ~low_side
+        right = fill_holes_slicewise((crop == 1) | (added & right_side))
+        left = fill_holes_slicewise((crop == 2) | (added & ~right_side)) & ~right
         out = np.zeros_like(lungs)
         out[box] = np.where(right, 1, np.where(left, 2, 0)).astype(np.uint8)
         return out
@@ -145,7 +154,9 @@ def _airways(dark: np.ndarray, air_voxels: int) -> np.ndarray:
         return airway
     counts = np.bincount(labels.ravel())
     small = ends[counts[ends] <= AIRWAY_MAX_SHARE * max(air_voxels, 1)]
-    airway = np.isin(labels, small)
+    lut = np.zeros(int(labels.max()) + 1, bool)
+    lut[small] = True
+    airway = lut[labels]
     if airway.any():
         box = bounding_box(airway, (1, 1, 1))
         airway[box] = ndimage.binary_dilation(airway[box], iterations=1)
@@ -154,11 +165,15 @@ def _airways(dark: np.ndarray, air_voxels: int) -> np.ndarray:
 
 def _split_lungs(
     candidates: np.ndarray, body: np.ndarray, min_share: float, right_is_low_x: bool
-) -> np.ndarray:
-    """Label aerated components 1 (right lung) or 2 (left); split a joined pair at the midline."""
+) -> tuple[np.ndarray, float]:
+    """Label aerated components 1 (right lung) or 2 (left); return the labels and the split x.
+
+    Two separate lungs are told apart by their centroids; one joined component (lungs
+    touching at the front or back) is cut at the narrowest x in its middle third.
+    """
     lungs = np.zeros(candidates.shape, np.uint8)
     if not candidates.any():
-        return lungs
+        return lungs, candidates.shape[2] / 2
     labels = cc3d.connected_components(candidates, connectivity=6)
     stats = cc3d.statistics(labels)
     sizes = np.asarray(stats["voxel_counts"])[1:]
@@ -169,27 +184,29 @@ def _split_lungs(
     body_x = np.flatnonzero(body.any(axis=(0, 1)))
     mid_body = 0.5 * (body_x[0] + body_x[-1]) if body_x.size else candidates.shape[2] / 2
     width = (body_x[-1] - body_x[0]) if body_x.size else candidates.shape[2]
-    main = labels == largest + 1
-    main_x = np.flatnonzero(main.any(axis=(0, 1)))
-    joined = main_x[0] < mid_body - 0.1 * width and main_x[-1] > mid_body + 0.1 * width
+    box = stats["bounding_boxes"][largest + 1]
+    main_lo, main_hi = box[2].start, box[2].stop - 1
+    joined = main_lo < mid_body - 0.1 * width and main_hi > mid_body + 0.1 * width
     if joined:
-        profile = main.sum(axis=(0, 1))
-        lo, hi = main_x[0], main_x[-1]
-        third = (hi - lo) // 3
-        middle = profile[lo + third : hi - third + 1]
-        split = lo + third + int(np.argmin(middle)) if middle.size else int(mid_body)
+        profile = (labels[box] == largest + 1).sum(axis=(0, 1))
+        third = (main_hi - main_lo) // 3
+        middle = profile[third : len(profile) - third]
+        split = float(main_lo + third + int(np.argmin(middle)) if middle.size else mid_body)
     elif len(kept) > 1:
         split = 0.5 * (centroids[kept[0]][2] + centroids[kept[1]][2])
     else:
-        split = mid_body
-    xs = np.arange(candidates.shape[2])
-    low_side = (xs < split)[None, None, :]
-    member = np.isin(labels, np.asarray(kept) + 1)
+        split = float(mid_body)
     low_label, high_label = (1, 2) if right_is_low_x else (2, 1)
     if joined:
-        lungs[member & low_side] = low_label
-        lungs[member & ~low_side] = high_label
+        member = np.zeros(len(sizes) + 1, bool)
+        member[np.asarray(kept) + 1] = True
+        in_lung = member[labels]
+        low_side = (np.arange(candidates.shape[2]) < split)[None, None, :]
+        lungs[in_lung & low_side] = low_label
+        lungs[in_lung & ~low_side] = high_label
     else:
+        lut = np.zeros(len(sizes) + 1, np.uint8)
         for i in kept:
-            lungs[labels == i + 1] = low_label if centroids[i][2] < split else high_label
-    return lungs
+            lut[i + 1] = low_label if centroids[i][2] < split else high_label
+        lungs = lut[labels]
+    return lungs, split
