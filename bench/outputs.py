@@ -36,7 +36,7 @@ def make_case(slices: int, size: int, folder: Path) -> tuple[Volume, Analysis]:
     """A phantom series written to ``folder`` and read back, with its ground truth as analysis."""
     phantom = make_phantom(slices=slices, size=size, involvement=0.3)
     paths = write_series(phantom, folder)
-    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    headers: list[pydicom.Dataset] = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     volume = Volume(
         hu=phantom.hu,
         spacing=phantom.spacing,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from pulmogate.common.uids import derive_uid
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pulmogate.inference.volume import Volume
 
 MANUFACTURER = "PulmoGate"
-SECONDARY_CAPTURE_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+SECONDARY_CAPTURE_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.7")
 PATIENT_STUDY_KEYWORDS = (
     "PatientName",
     "PatientID",
@@ -58,6 +58,11 @@ def software_versions(analysis: Analysis) -> list[str]:
     except Exception:
         gateway = "0"
     return [f"PulmoGate {gateway}", f"{analysis.model_name} {analysis.model_version}"]
+
+
+def set_software_versions(ds: pydicom.Dataset, analysis: Analysis) -> None:
+    """Set (or replace) SoftwareVersions with the gateway's and the model's versions."""
+    ds.add_new("SoftwareVersions", "LO", software_versions(analysis))
 
 
 def series_description(label: str, analysis: Analysis) -> str:
@@ -101,7 +106,7 @@ def secondary_capture(
     sop_uid = output_uid(volume, analysis, kind, index)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = pydicom.Dataset()

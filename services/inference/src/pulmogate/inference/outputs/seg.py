@@ -13,6 +13,7 @@ from pulmogate.inference.outputs.attributes import (
     MANUFACTURER,
     output_uid,
     series_description,
+    set_software_versions,
     software_versions,
 )
 
@@ -127,7 +128,7 @@ def build_seg(
         omit_empty_frames=True,
     )
     seg.SeriesDescription = series_description("segmentation", analysis)
-    seg.SoftwareVersions = software_versions(analysis)
+    set_software_versions(seg, analysis)
     if institution:
         seg.InstitutionName = institution[:64]
     return SegResult(dataset=seg, segment_numbers=numbers)

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 import highdicom as hd
 import pydicom
 from pydicom.sr.codedict import codes
+from pydicom.valuerep import DA, TM
 
 from pulmogate.inference.outputs.attributes import (
     MANUFACTURER,
     output_uid,
     series_description,
-    software_versions,
+    set_software_versions,
 )
 from pulmogate.inference.outputs.seg import LEFT_LUNG, RIGHT_LUNG, SegResult
 
@@ -66,12 +67,8 @@ def _groups(
         ("right", "Right lung", RIGHT_LUNG, analysis.right),
         ("left", "Left lung", LEFT_LUNG, analysis.left),
     ):
-        common = {
-            "tracking_identifier": _tracking(volume, analysis, key, label),
-            "finding_type": site,
-            "finding_sites": [hd.sr.FindingSite(anatomic_location=site)],
-            "measurements": _measurements(figures),
-        }
+        tracking = _tracking(volume, analysis, key, label)
+        sites = [hd.sr.FindingSite(anatomic_location=site)]
         if seg is not None and key in seg.segment_numbers:
             segment = hd.sr.ReferencedSegment(
                 sop_class_uid=seg.dataset.SOPClassUID,
@@ -81,11 +78,22 @@ def _groups(
             )
             groups.append(
                 hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                    referenced_segment=segment, **common
+                    tracking_identifier=tracking,
+                    referenced_segment=segment,
+                    finding_type=site,
+                    finding_sites=sites,
+                    measurements=_measurements(figures),
                 )
             )
         else:
-            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
+            groups.append(
+                hd.sr.MeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=tracking,
+                    finding_type=site,
+                    finding_sites=sites,
+                    measurements=_measurements(figures),
+                )
+            )
     grade = hd.sr.QualitativeEvaluation(
         name=CT_GRADE,
         value=hd.sr.CodedConcept(f"CT-{analysis.grade}", SCHEME, f"CT-{analysis.grade}"),
@@ -141,9 +149,9 @@ def build_sr(
         is_complete=True,
         institution_name=institution[:64] if institution else None,
     )
-    sr.SoftwareVersions = software_versions(analysis)
+    set_software_versions(sr, analysis)
     sr.SeriesDescription = series_description("report", analysis)
     if now is not None:
-        sr.ContentDate = now.strftime("%Y%m%d")
-        sr.ContentTime = now.strftime("%H%M%S")
+        sr.ContentDate = DA(now.strftime("%Y%m%d"))
+        sr.ContentTime = TM(now.strftime("%H%M%S"))
     return sr
