@@ -1,0 +1,151 @@
+"""A running router on real backends: SQLite + in-process bus, and Postgres + RabbitMQ."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from pulmogate.common.db.models import Instance, Series, SeriesStatus
+from pulmogate.common.events import AnalysisRequested, DeliveryRequested, Event
+from pulmogate.common.outbox import OutboxRelay
+from pulmogate.common.runtime import Context, close_context, open_context
+from pulmogate.common.settings import Settings
+from pulmogate.router.service import RouterService
+
+TABLES = (
+    "outbox",
+    "job_logs",
+    "deliveries",
+    "output_objects",
+    "jobs",
+    "rule_destinations",
+    "routing_rules",
+    "destinations",
+    "instances",
+    "series",
+)
+
+
+@dataclass
+class RouterHarness:
+    """The router, its context, and the events it published (seen by a test queue)."""
+
+    ctx: Context
+    service: RouterService
+    published: list[Event] = field(default_factory=list)
+
+    async def eventually(self, check: Callable[[], object], timeout_s: float = 10.0) -> None:
+        """Wait until ``check()`` is truthy (async checks are awaited)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"condition not met within {timeout_s} s")
+            await asyncio.sleep(0.05)
+
+
+async def add_series(
+    ctx: Context,
+    *,
+    slices: int = 20,
+    modality: str = "CT",
+    thickness: float = 1.0,
+    study: str = "CT CHEST",
+    series: str = "AX 1mm LUNG",
+    peer_ip: str = "10.0.0.5",
+    calling_ae: str = "CT_SCANNER",
+    status: str = SeriesStatus.COMPLETE,
+) -> Series:
+    """A series and its instance rows, as the receiver writes them."""
+    async with ctx.db.session() as session:
+        uid = f"2.25.{uuid.uuid4().int}"
+        row = Series(
+            series_uid=uid,
+            study_uid=uid + ".0",
+            study_description=study,
+            series_description=series,
+            modality=modality,
+            calling_ae=calling_ae,
+            called_ae="PULMOGATE",
+            peer_ip=peer_ip,
+            status=status,
+            instance_count=slices,
+        )
+        session.add(row)
+        await session.flush()
+        for k in range(slices):
+            session.add(
+                Instance(
+                    series_id=row.id,
+                    sop_instance_uid=f"{uid}.{k + 1}",
+                    sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                    transfer_syntax_uid="1.2.840.10008.1.2.1",
+                    path=f"/nonexistent/{k}.dcm",
+                    instance_number=k + 1,
+                    rows=64,
+                    columns=64,
+                    pixel_spacing="0.7\\0.7",
+                    slice_thickness=thickness,
+                    modality=modality,
+                )
+            )
+    return row
+
+
+@pytest.fixture(params=["sqlite-memory", "postgres-rabbitmq"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings for one backend pair (the Postgres database is migrated by its fixture)."""
+    if request.param == "sqlite-memory":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'router.db'}"
+        broker = "memory://"
+    else:
+        url = request.getfixturevalue("pg_url")
+        broker = request.getfixturevalue("amqp_url")
+    return Settings(
+        data_dir=tmp_path, database_url=url, broker_url=broker, min_slices=16, log_format="console"
+    )
+
+
+@pytest.fixture
+async def context(backend: Settings) -> AsyncIterator[Context]:
+    """A connected context on an emptied database."""
+    ctx = await open_context(backend, migrate=backend.database_url.startswith("sqlite"))
+    async with ctx.db.session() as session:
+        for table in TABLES:
+            await session.execute(text(f"DELETE FROM {table}"))
+    yield ctx
+    await close_context(ctx)
+
+
+async def start_router(ctx: Context) -> RouterHarness:
+    """Start the router and the outbox relay; capture what it publishes."""
+    harness = RouterHarness(ctx, RouterService())
+
+    async def capture(event: Event) -> None:
+        harness.published.append(event)
+
+    await ctx.bus.subscribe(
+        "test.router.published",
+        [AnalysisRequested.routing_key, DeliveryRequested.routing_key],
+        capture,
+        prefetch=10,
+    )
+    await harness.service.start(ctx)
+    ctx.spawn(OutboxRelay(ctx.db, ctx.bus, poll_s=0.1).run(), "outbox-relay")
+    return harness
+
+
+@pytest.fixture
+async def router(context: Context) -> AsyncIterator[RouterHarness]:
+    """A started router on an empty database."""
+    harness = await start_router(context)
+    yield harness
+    await harness.service.stop()
