@@ -36,6 +36,11 @@ STALE_SENDING_S = 300.0
 RECONCILE_EVERY_S = 60.0
 
 
+def row_lock(model: type, enabled: bool) -> dict[str, object] | None:
+    """FOR UPDATE OF the model's own table (eager joins would refuse a plain FOR UPDATE)."""
+    return {"of": model} if enabled else None
+
+
 class SenderService:
     """Consumes delivery.requested; one association per delivery attempt."""
 
@@ -79,8 +84,12 @@ class SenderService:
             if job_id is None:
                 log.warning("delivery.requested for an unknown delivery", id=delivery_id)
                 return
-            await session.get(Job, job_id, with_for_update=lock)  # lock order: job, then delivery
-            delivery = await session.get(Delivery, delivery_id, with_for_update=lock)
+            await session.get(
+                Job, job_id, with_for_update=row_lock(Job, lock)
+            )  # lock order: job, then delivery
+            delivery = await session.get(
+                Delivery, delivery_id, with_for_update=row_lock(Delivery, lock)
+            )
             if delivery is None:
                 return
             if delivery.status in FINAL:
@@ -127,9 +136,12 @@ class SenderService:
             job_id = await session.scalar(select(Delivery.job_id).where(Delivery.id == delivery_id))
             if job_id is None:
                 return
-            await session.get(Job, job_id, with_for_update=not ctx.db.is_sqlite)
+            await session.get(Job, job_id, with_for_update=row_lock(Job, not ctx.db.is_sqlite))
             delivery = await session.get(
-                Delivery, delivery_id, with_for_update=not ctx.db.is_sqlite, populate_existing=True
+                Delivery,
+                delivery_id,
+                with_for_update=row_lock(Delivery, not ctx.db.is_sqlite),
+                populate_existing=True,
             )
             assert delivery is not None
             if delivery.status in FINAL:
@@ -193,7 +205,9 @@ class SenderService:
         """
         assert self.ctx is not None
         await session.flush()
-        job = await session.get(Job, job_id, with_for_update=not self.ctx.db.is_sqlite)
+        job = await session.get(
+            Job, job_id, with_for_update=row_lock(Job, not self.ctx.db.is_sqlite)
+        )
         if job is None or job.status != JobStatus.DELIVERING:
             return
         rows = (
