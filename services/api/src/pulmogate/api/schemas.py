@@ -58,12 +58,17 @@ class DestinationUpdate(BaseModel):
     enabled: bool | None = None
 
 
-class DestinationOut(DestinationBase):
-    """A stored destination."""
+class DestinationOut(BaseModel):
+    """A stored destination (output models trust the database: no input checks)."""
 
     model_config = ConfigDict(from_attributes=True)
 
     id: int
+    name: str
+    host: str
+    port: int
+    ae_title: str
+    enabled: bool
 
 
 # --- routing rules ------------------------------------------------------------------------
@@ -105,13 +110,20 @@ class RuleUpdate(BaseModel):
     destination_ids: list[int] | None = None
 
 
-class RuleOut(RuleBase):
+class RuleOut(BaseModel):
     """A stored rule with its destinations."""
 
-    model_config = ConfigDict(from_attributes=True, extra="ignore")
-
     id: int
-    destinations: list[DestinationOut] = Field(default_factory=list)
+    name: str
+    enabled: bool
+    priority: int
+    source_ip: str | None
+    source_ae_title: str | None
+    study_description_filter: str
+    series_description_filter: str
+    ttl_days: int
+    destination_ids: list[int]
+    destinations: list[DestinationOut]
 
 
 # --- jobs ---------------------------------------------------------------------------------
