@@ -1,0 +1,185 @@
+"""A running sender on real backends, a pynetdicom storage SCP as the PACS, and output files."""
+
+import asyncio
+import threading
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+from pynetdicom import AE, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy import text
+
+from pulmogate.common.outbox import OutboxRelay
+from pulmogate.common.runtime import Context, close_context, open_context
+from pulmogate.common.settings import Settings
+from pulmogate.sender.service import SenderService
+from tests.fixtures.infra import free_port
+
+TABLES = (
+    "outbox",
+    "job_logs",
+    "deliveries",
+    "output_objects",
+    "jobs",
+    "rule_destinations",
+    "routing_rules",
+    "destinations",
+    "instances",
+    "series",
+)
+
+
+@dataclass
+class StorageSCP:
+    """An in-process PACS: counts what it stores, answers ``status`` to every C-STORE."""
+
+    port: int
+    ae_title: str = "PACS"
+    status: int = 0x0000
+    received: Counter[str] = field(default_factory=Counter)
+    server: ThreadedAssociationServer | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _on_store(self, event: evt.Event) -> int:
+        if self.status == 0x0000:
+            with self.lock:
+                self.received[str(event.request.AffectedSOPInstanceUID)] += 1
+        return self.status
+
+    def start(self) -> None:
+        """Listen on the port (the called AE title must match)."""
+        ae = AE(ae_title=self.ae_title)
+        ae.require_called_aet = True
+        ae.supported_contexts = AllStoragePresentationContexts
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+        )
+
+    def stop(self) -> None:
+        """Stop listening."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+
+@pytest.fixture
+def pacs() -> Iterator[StorageSCP]:
+    """A storage SCP on a free loopback port (not started: tests choose when it is up)."""
+    scp = StorageSCP(port=free_port())
+    yield scp
+    scp.stop()
+
+
+def write_outputs(directory: Path, count: int) -> list[tuple[str, Path]]:
+    """Small Secondary Capture files, as inference writes its outputs; (SOP UID, path) each."""
+    directory.mkdir(parents=True, exist_ok=True)
+    study, series = f"2.25.{uuid.uuid4().int}", f"2.25.{uuid.uuid4().int}"
+    written = []
+    for k in range(count):
+        uid = f"2.25.{uuid.uuid4().int}"
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+        meta.MediaStorageSOPInstanceUID = uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = SecondaryCaptureImageStorage
+        ds.SOPInstanceUID = uid
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = series
+        ds.Modality = "OT"
+        ds.PatientName = "TEST^OUTPUT"
+        ds.PatientID = "T1"
+        ds.InstanceNumber = k + 1
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows = ds.Columns = 8
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit = 7
+        ds.PixelRepresentation = 0
+        ds.PixelData = np.full((8, 8), k, dtype=np.uint8).tobytes()
+        path = directory / f"{uid}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        written.append((uid, path))
+    return written
+
+
+@dataclass
+class SenderHarness:
+    """The sender and its context."""
+
+    ctx: Context
+    service: SenderService
+
+    async def eventually(self, check: Callable[[], object], timeout_s: float = 20.0) -> None:
+        """Wait until ``check()`` is truthy (async checks are awaited)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"condition not met within {timeout_s} s")
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture(params=["sqlite-memory", "postgres-rabbitmq"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings for one backend pair with tiny backoff delays."""
+    if request.param == "sqlite-memory":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'sender.db'}"
+        broker = "memory://"
+    else:
+        url = request.getfixturevalue("pg_url")
+        broker = request.getfixturevalue("amqp_url")
+    return Settings(
+        data_dir=tmp_path,
+        database_url=url,
+        broker_url=broker,
+        delivery_max_attempts=3,
+        delivery_backoff_initial_s=0.2,
+        delivery_backoff_max_s=0.4,
+        delivery_timeout_s=5.0,
+        scu_ae_title="PULMOGATE",
+        log_format="console",
+    )
+
+
+@pytest.fixture
+async def context(backend: Settings) -> AsyncIterator[Context]:
+    """A connected context on an emptied database."""
+    ctx = await open_context(backend, migrate=backend.database_url.startswith("sqlite"))
+    async with ctx.db.session() as session:
+        for table in TABLES:
+            await session.execute(text(f"DELETE FROM {table}"))
+    yield ctx
+    await close_context(ctx)
+
+
+async def start_sender(ctx: Context) -> SenderHarness:
+    """Start the sender and the outbox relay."""
+    harness = SenderHarness(ctx, SenderService())
+    await harness.service.start(ctx)
+    ctx.spawn(OutboxRelay(ctx.db, ctx.bus, poll_s=0.1).run(), "outbox-relay")
+    return harness
+
+
+@pytest.fixture
+async def sender(context: Context) -> AsyncIterator[SenderHarness]:
+    """A started sender on an empty database."""
+    harness = await start_sender(context)
+    yield harness
+    await harness.service.stop()
