@@ -34,7 +34,7 @@ def test_thick_slices_are_rejected_with_reason() -> None:
     refusal = check([Slice(slice_thickness=5.0) for _ in range(20)])
     assert refusal is not None
     assert refusal.code == RefusalCode.SLICE_TOO_THICK
-    assert refusal.message == "slice thickness 5 mm exceeds the 2.5 mm limit"
+    assert refusal.message == "slice thickness 5.0 mm exceeds the 2.5 mm limit"
 
 
 def test_slice_thickness_at_the_limit_passes() -> None:
@@ -64,3 +64,9 @@ def test_equal_spacings_written_differently_are_consistent() -> None:
 
 def test_license_hook_refuses_nothing_until_licenses_exist() -> None:
     assert check_license(object()) is None
+
+
+def test_thickness_keeps_its_precision_in_the_message() -> None:
+    refusal = check([Slice(slice_thickness=2.625) for _ in range(20)])
+    assert refusal is not None
+    assert refusal.message == "slice thickness 2.625 mm exceeds the 2.5 mm limit"

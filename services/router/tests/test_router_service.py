@@ -111,8 +111,10 @@ async def test_thick_slices_are_rejected_with_reason(router: RouterHarness) -> N
     job = await routed_job(router, await add_series(router.ctx, thickness=5.0))
     assert job.status == JobStatus.REJECTED
     assert job.reason_code == "SLICE_TOO_THICK"
-    assert job.reason == "slice thickness 5 mm exceeds the 2.5 mm limit"
-    assert "rejected: SLICE_TOO_THICK: slice thickness 5 mm" in (await logs(router.ctx, job.id))[0]
+    assert job.reason == "slice thickness 5.0 mm exceeds the 2.5 mm limit"
+    assert (
+        "rejected: SLICE_TOO_THICK: slice thickness 5.0 mm" in (await logs(router.ctx, job.id))[0]
+    )
 
 
 async def test_mr_and_short_series_are_rejected_with_their_codes(router: RouterHarness) -> None:

@@ -26,6 +26,11 @@ def _spacing(value: str) -> str:
         return value.strip()
 
 
+def _mm(value: float) -> str:
+    """Millimetres as radiologists write them: 5.0, 2.5, 0.625."""
+    return f"{value:.1f}" if round(value, 1) == value else f"{value:g}"
+
+
 def _describe(counts: Counter[str]) -> str:
     return ", ".join(f"{value} ({n})" for value, n in counts.most_common())
 
@@ -50,7 +55,7 @@ def check_slice_thickness(instances: Sequence[InstanceLike], max_mm: float) -> R
     if thickest > max_mm + 1e-6:
         return Refusal(
             RefusalCode.SLICE_TOO_THICK,
-            f"slice thickness {thickest:g} mm exceeds the {max_mm:g} mm limit",
+            f"slice thickness {_mm(thickest)} mm exceeds the {_mm(max_mm)} mm limit",
         )
     return None
 
