@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -12,6 +14,7 @@ if TYPE_CHECKING:
     from pulmogate.inference.analysis import Analysis
     from pulmogate.inference.volume import Volume
 
+log = logging.getLogger(__name__)
 KINDS = ("overlay", "summary", "sr", "seg")
 LANGUAGES = ("en", "ru")
 
@@ -35,6 +38,7 @@ def build_outputs(
 
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {LANGUAGES}, not {language!r}")
+    started = time.perf_counter()
     now = datetime.now()
     overlay = build_overlay(volume, analysis, language=language, institution=institution, now=now)
     summary = build_summary(volume, analysis, language=language, institution=institution, now=now)
@@ -45,6 +49,12 @@ def build_outputs(
     objects.append(OutputObject("sr", sr))
     if seg is not None:
         objects.append(OutputObject("seg", seg.dataset))
+    log.info(
+        "built %d output objects for series %s in %.2f s",
+        len(objects),
+        volume.series_uid,
+        time.perf_counter() - started,
+    )
     return objects
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pulmogate.inference.volume import Volume
 
 MANUFACTURER = "PulmoGate"
+LOCAL_SCHEME = "99PULMOGATE"  # local codes where no standard concept was verified
 SECONDARY_CAPTURE_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.7")
 PATIENT_STUDY_KEYWORDS = (
     "PatientName",
@@ -63,6 +64,15 @@ def software_versions(analysis: Analysis) -> list[str]:
 def set_software_versions(ds: pydicom.Dataset, analysis: Analysis) -> None:
     """Set (or replace) SoftwareVersions with the gateway's and the model's versions."""
     ds.add_new("SoftwareVersions", "LO", software_versions(analysis))
+
+
+def declare_local_codes(ds: pydicom.Dataset) -> None:
+    """Declare the local coding scheme in CodingSchemeIdentificationSequence (SOP Common)."""
+    scheme = pydicom.Dataset()
+    scheme.CodingSchemeDesignator = LOCAL_SCHEME
+    scheme.CodingSchemeName = "PulmoGate local codes"
+    scheme.CodingSchemeResponsibleOrganization = MANUFACTURER
+    ds.CodingSchemeIdentificationSequence = [scheme]
 
 
 def series_description(label: str, analysis: Analysis) -> str:

@@ -10,7 +10,9 @@ import numpy as np
 from pydicom.sr.codedict import codes
 
 from pulmogate.inference.outputs.attributes import (
+    LOCAL_SCHEME,
     MANUFACTURER,
+    declare_local_codes,
     output_uid,
     series_description,
     set_software_versions,
@@ -26,7 +28,7 @@ RIGHT_LUNG = hd.sr.CodedConcept("3341006", "SCT", "Right lung")
 LEFT_LUNG = hd.sr.CodedConcept("44029006", "SCT", "Left lung")
 GROUND_GLASS_OPACITY = hd.sr.CodedConcept("112120", "DCM", "Ground glass opacity")
 # No standard code was verified for pulmonary consolidation: a local (99) coding scheme.
-CONSOLIDATION = hd.sr.CodedConcept("PG-CONSOLIDATION", "99PULMOGATE", "Consolidation")
+CONSOLIDATION = hd.sr.CodedConcept("PG-CONSOLIDATION", LOCAL_SCHEME, "Consolidation")
 
 
 @dataclass(frozen=True)
@@ -85,17 +87,17 @@ def build_seg(
     volume: Volume, analysis: Analysis, *, institution: str | None = None
 ) -> SegResult | None:
     """A binary SEG of the non-empty segments over the source slices, or None when all are empty."""
-    masks: list[np.ndarray] = []
+    present = [spec for spec in SEGMENTS if np.any(getattr(analysis, spec.source) == spec.value)]
+    if not present:
+        return None
+    identification = algorithm(analysis)
+    # One (z, y, x, segment) boolean array, filled in place: lungs and lesions overlap.
+    pixels = np.empty((*analysis.lungs.shape, len(present)), dtype=bool)
     descriptions: list[hd.seg.SegmentDescription] = []
     numbers: dict[str, int] = {}
-    identification = algorithm(analysis)
-    for spec in SEGMENTS:
-        mask = getattr(analysis, spec.source) == spec.value
-        if not mask.any():
-            continue
-        number = len(masks) + 1
+    for number, spec in enumerate(present, start=1):
+        np.equal(getattr(analysis, spec.source), spec.value, out=pixels[..., number - 1])
         numbers[spec.key] = number
-        masks.append(mask)
         descriptions.append(
             hd.seg.SegmentDescription(
                 segment_number=number,
@@ -108,11 +110,9 @@ def build_seg(
                 tracking_id=spec.label,
             )
         )
-    if not masks:
-        return None
     seg = hd.seg.Segmentation(
         source_images=volume.headers,
-        pixel_array=np.stack(masks, axis=-1),
+        pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=output_uid(volume, analysis, "seg", "series"),
@@ -129,6 +129,7 @@ def build_seg(
     )
     seg.SeriesDescription = series_description("segmentation", analysis)
     set_software_versions(seg, analysis)
+    declare_local_codes(seg)
     if institution:
         seg.InstitutionName = institution[:64]
     return SegResult(dataset=seg, segment_numbers=numbers)

@@ -11,7 +11,9 @@ from pydicom.sr.codedict import codes
 from pydicom.valuerep import DA, TM
 
 from pulmogate.inference.outputs.attributes import (
+    LOCAL_SCHEME,
     MANUFACTURER,
+    declare_local_codes,
     output_uid,
     series_description,
     set_software_versions,
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from pulmogate.inference.volume import Volume
 
 SR_SERIES_NUMBER = 9003
-SCHEME = "99PULMOGATE"  # local codes where no standard concept was verified
+SCHEME = LOCAL_SCHEME
 MILLILITRE = hd.sr.CodedConcept("ml", "UCUM", "milliliter")
 PERCENT = hd.sr.CodedConcept("%", "UCUM", "percent")
 GGO_VOLUME = hd.sr.CodedConcept("PG-GGO-VOLUME", SCHEME, "Ground glass opacity volume")
@@ -150,6 +152,7 @@ def build_sr(
         institution_name=institution[:64] if institution else None,
     )
     set_software_versions(sr, analysis)
+    declare_local_codes(sr)
     sr.SeriesDescription = series_description("report", analysis)
     if now is not None:
         sr.ContentDate = DA(now.strftime("%Y%m%d"))
