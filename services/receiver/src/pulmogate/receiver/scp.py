@@ -176,11 +176,12 @@ class StoreSCP:
     def on_rejected(self, event: DicomEvent) -> None:
         """Log why an association was rejected (e.g. a called AE title that is not ours)."""
         assoc = event.assoc
-        called = str(assoc.acceptor.ae_title).strip()
+        request = assoc.requestor.primitive
+        called = str(getattr(request, "called_ae_title", "") or "").strip()
         reason = (
             f"called AE title {called!r} is not {self.ae_title!r}"
             if called != self.ae_title
-            else "association rejected"
+            else "association rejected by policy"
         )
         log.warning(
             "association rejected",
@@ -234,7 +235,7 @@ class StoreSCP:
             series_uid=series_uid,
             sop_instance_uid=sop_uid,
             sop_class_uid=str(context.abstract_syntax),
-            transfer_syntax_uid=str(context.transfer_syntax[0]),
+            transfer_syntax_uid=str(context.transfer_syntax),
             path=str(path),
             size_bytes=len(encoded),
             modality=_text(ds, "Modality"),
