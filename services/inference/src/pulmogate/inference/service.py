@@ -79,7 +79,7 @@ class InferenceService:
         assert self.ctx is not None
         ctx = self.ctx
         async with ctx.db.session() as session:
-            job = await session.get(Job, event.job_id, with_for_update=not ctx.db.is_sqlite)
+            job = await session.get(Job, event.job_id, with_for_update=ctx.db.lock(Job))
             if job is None:
                 log.warning("analysis requested for an unknown job", job_id=event.job_id)
                 return

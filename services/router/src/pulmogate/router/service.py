@@ -36,11 +36,6 @@ STALE_AFTER_S = 30.0
 PERIODIC_REQUEUE_AFTER_S = 300.0
 
 
-def row_lock(model: type, enabled: bool) -> dict[str, object] | None:
-    """FOR UPDATE OF the model's own table (eager joins would refuse a plain FOR UPDATE)."""
-    return {"of": model} if enabled else None
-
-
 class RouterService:
     """Consumes series.arrived and analysis.finished; reconciles on start and every 30 s."""
 
@@ -76,9 +71,7 @@ class RouterService:
         assert self.ctx is not None
         ctx = self.ctx
         async with ctx.db.session() as session:
-            series = await session.get(
-                Series, series_id, with_for_update=row_lock(Series, not ctx.db.is_sqlite)
-            )
+            series = await session.get(Series, series_id, with_for_update=ctx.db.lock(Series))
             if series is None:
                 log.warning("series.arrived for an unknown series", series_id=series_id)
                 return
@@ -92,9 +85,7 @@ class RouterService:
         assert self.ctx is not None
         ctx = self.ctx
         async with ctx.db.session() as session:
-            job = await session.get(
-                Job, job_id, with_for_update=row_lock(Job, not ctx.db.is_sqlite)
-            )
+            job = await session.get(Job, job_id, with_for_update=ctx.db.lock(Job))
             if job is None:
                 log.warning("analysis.finished for an unknown job", job_id=job_id)
                 return

@@ -36,11 +36,6 @@ STALE_SENDING_S = 300.0
 RECONCILE_EVERY_S = 60.0
 
 
-def row_lock(model: type, enabled: bool) -> dict[str, object] | None:
-    """FOR UPDATE OF the model's own table (eager joins would refuse a plain FOR UPDATE)."""
-    return {"of": model} if enabled else None
-
-
 class SenderService:
     """Consumes delivery.requested; one association per delivery attempt."""
 
@@ -78,17 +73,15 @@ class SenderService:
     async def _attempt(self, delivery_id: int) -> None:
         assert self.ctx is not None
         ctx = self.ctx
-        lock = not ctx.db.is_sqlite
         async with ctx.db.session() as session:
             job_id = await session.scalar(select(Delivery.job_id).where(Delivery.id == delivery_id))
             if job_id is None:
                 log.warning("delivery.requested for an unknown delivery", id=delivery_id)
                 return
-            await session.get(
-                Job, job_id, with_for_update=row_lock(Job, lock)
-            )  # lock order: job, then delivery
+            # Lock order: job, then delivery.
+            await session.get(Job, job_id, with_for_update=ctx.db.lock(Job))
             delivery = await session.get(
-                Delivery, delivery_id, with_for_update=row_lock(Delivery, lock)
+                Delivery, delivery_id, with_for_update=ctx.db.lock(Delivery)
             )
             if delivery is None:
                 return
@@ -136,11 +129,11 @@ class SenderService:
             job_id = await session.scalar(select(Delivery.job_id).where(Delivery.id == delivery_id))
             if job_id is None:
                 return
-            await session.get(Job, job_id, with_for_update=row_lock(Job, not ctx.db.is_sqlite))
+            await session.get(Job, job_id, with_for_update=ctx.db.lock(Job))
             delivery = await session.get(
                 Delivery,
                 delivery_id,
-                with_for_update=row_lock(Delivery, not ctx.db.is_sqlite),
+                with_for_update=ctx.db.lock(Delivery),
                 populate_existing=True,
             )
             assert delivery is not None
@@ -205,9 +198,7 @@ class SenderService:
         """
         assert self.ctx is not None
         await session.flush()
-        job = await session.get(
-            Job, job_id, with_for_update=row_lock(Job, not self.ctx.db.is_sqlite)
-        )
+        job = await session.get(Job, job_id, with_for_update=self.ctx.db.lock(Job))
         if job is None or job.status != JobStatus.DELIVERING:
             return
         rows = (

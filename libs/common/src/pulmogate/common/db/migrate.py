@@ -17,8 +17,8 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database schema to ``revision``."""
+def upgrade(url: str, revision: str = "heads") -> None:
+    """Bring the database schema to ``revision`` (default: every branch head)."""
     command.upgrade(alembic_config(url), revision)
 
 

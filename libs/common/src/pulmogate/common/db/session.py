@@ -48,6 +48,11 @@ class Database:
         """Embedded mode."""
         return self.url.startswith("sqlite")
 
+    def lock(self, model: type) -> dict[str, object] | None:
+        """``with_for_update`` for one row of ``model``: FOR UPDATE OF its own table on Postgres
+        (eager joins refuse a plain FOR UPDATE), nothing on SQLite (writers are serialised)."""
+        return None if self.is_sqlite else {"of": model}
+
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session that commits on success and rolls back on error."""
