@@ -20,10 +20,9 @@ def test_orthanc_sends_a_study_and_receives_the_results_back(tmp_path: Path) -> 
     modalities: dict[str, list[object]] = {"pulmogate": ["PULMOGATE", "127.0.0.1", dicom_port]}
     with (
         run_orthanc(tmp_path, modalities) as orthanc,
-        run_gateway(tmp_path, [["up"]], extra_env={"PULMOGATE_DICOM_PORT": str(dicom_port)}) as gw,
+        run_gateway(tmp_path, [["up"]], dicom_port=dicom_port) as gw,
         orthanc.client() as pacs,
     ):
-        gw.dicom_port = dicom_port
         add_route(gw, orthanc.dicom_port, dest_aet="ORTHANC", source_ae_title="ORTHANC")
         for path in sorted(series.iterdir()):
             assert pacs.post("/instances", content=path.read_bytes()).status_code == 200
