@@ -8,7 +8,7 @@ event loop, for its rows to commit: success is answered only when both are durab
 import asyncio
 import errno
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from io import BytesIO
 from typing import Any, TypeVar
 
@@ -17,7 +17,7 @@ from pydicom import Dataset, dcmread
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event as DicomEvent
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pulmogate.common.db.session import Database
@@ -127,7 +127,7 @@ class StoreSCP:
 
     def start(self, host: str, port: int) -> None:
         """Listen in pynetdicom's server thread."""
-        handlers: list[tuple[Any, Callable[..., Any]]] = [
+        handlers: list[Any] = [
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_ESTABLISHED, self.on_established),
@@ -202,6 +202,7 @@ class StoreSCP:
 
     def on_store(self, event: DicomEvent) -> int | Dataset:
         """C-STORE: file durably, commit the rows, then answer."""
+        status: int | Dataset
         try:
             status = self._store(event)
         except CannotUnderstand as exc:
