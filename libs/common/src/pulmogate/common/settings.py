@@ -22,6 +22,13 @@ class Settings(BaseSettings):
     dicom_port: int = 11112
     series_quiet_seconds: float = 5.0
     series_idle_seconds: float = 60.0
+    accept_from: Literal["rules", "any"] = Field(
+        "rules", description="rules: only calling AE/IP pairs named by enabled rules; any: all"
+    )
+    disk_max_used_percent: float = Field(
+        90.0, description="Above this use of the storage volume C-STORE answers 0xA700"
+    )
+    janitor_interval_s: float = Field(3600.0, description="How often retention purges old jobs")
 
     max_slice_thickness_mm: float = 2.5
     min_slices: int = 16

@@ -199,6 +199,7 @@ class Job(Base):
     analysis_started_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     analysis_finished_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
+    purged_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     series: Mapped[Series] = relationship(lazy="joined")
     logs: Mapped[list["JobLog"]] = relationship(order_by="JobLog.id", cascade="all, delete")
     outputs: Mapped[list["OutputObject"]] = relationship(cascade="all, delete")
@@ -257,3 +258,6 @@ class OutboxMessage(Base):
     delay_s: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True, index=True)
+
+
+from pulmogate.common.db import operations as _operations  # noqa: E402, F401  (tables)
