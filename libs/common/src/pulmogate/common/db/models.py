@@ -261,3 +261,6 @@ class OutboxMessage(Base):
 
 
 from pulmogate.common.db import operations as _operations  # noqa: E402, F401  (tables)
+
+
+from pulmogate.common.db import accounts as accounts  # noqa: E402  (its tables join Base.metadata)
