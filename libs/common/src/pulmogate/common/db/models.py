@@ -260,7 +260,5 @@ class OutboxMessage(Base):
     published_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True, index=True)
 
 
+from pulmogate.common.db import accounts as _accounts  # noqa: E402, F401  (tables)
 from pulmogate.common.db import operations as _operations  # noqa: E402, F401  (tables)
-
-
-from pulmogate.common.db import accounts as accounts  # noqa: E402  (its tables join Base.metadata)
