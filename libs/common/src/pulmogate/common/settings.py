@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,6 +44,16 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+
+    admin_username: str = Field("", description="Admin created on the first start (no users yet)")
+    admin_password: SecretStr = Field(SecretStr(""), description="…and that admin's password")
+    session_hours: float = Field(12.0, description="Web session lifetime")
+    cookie_secure: bool = Field(False, description="Send session cookies only over HTTPS")
+    login_max_failures: int = Field(5, description="Failed sign-ins per username and IP…")
+    login_window_s: float = Field(60.0, description="…within this window before 429")
+    metrics_token: SecretStr = Field(SecretStr(""), description="Bearer token for /metrics")
+    license_public_key: str = Field("", description="Ed25519 public key; empty = no licensing")
+    license_warning_days: int = Field(14, description="Warn this many days before expiry")
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
