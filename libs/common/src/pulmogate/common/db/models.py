@@ -91,11 +91,16 @@ class Series(Base):
     study_uid: Mapped[str] = mapped_column(String(64), index=True)
     patient_name: Mapped[str] = mapped_column(String(200), default="")
     patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
-    study_date: Mapped[str] = mapped_column(String(8), default="")
-    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="", index=True)
+    accession_number: Mapped[str] = mapped_column(String(64), default="", index=True)
     study_description: Mapped[str] = mapped_column(String(200), default="")
     series_description: Mapped[str] = mapped_column(String(200), default="")
     modality: Mapped[str] = mapped_column(String(16), default="")
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    study_time: Mapped[str] = mapped_column(String(16), default="")
+    study_id: Mapped[str] = mapped_column(String(16), default="")
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), default="")
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     called_ae: Mapped[str] = mapped_column(String(16), default="")
     peer_ip: Mapped[str] = mapped_column(String(45), default="")
@@ -227,8 +232,13 @@ class OutputObject(Base):
     kind: Mapped[str] = mapped_column(String(16))
     sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
     sop_class_uid: Mapped[str] = mapped_column(String(64))
-    series_uid: Mapped[str] = mapped_column(String(64))
+    series_uid: Mapped[str] = mapped_column(String(64), index=True)
     path: Mapped[str] = mapped_column(Text)
+    # Read from the file's header once by the receiver's query index (NULL: not yet read).
+    modality: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    series_description: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Delivery(Base):
