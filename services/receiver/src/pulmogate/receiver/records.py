@@ -38,6 +38,11 @@ class ReceivedInstance:
     patient_id: str = ""
     study_date: str = ""
     accession_number: str = ""
+    study_time: str = ""
+    study_id: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    series_number: int | None = None
     instance_number: int | None = None
     rows: int | None = None
     columns: int | None = None
@@ -81,6 +86,11 @@ def _fill_series(series: Series, item: ReceivedInstance, peer: Peer) -> None:
     series.study_description = item.study_description[:200]
     series.series_description = item.series_description[:200]
     series.modality = item.modality[:16]
+    series.study_time = item.study_time[:16]
+    series.study_id = item.study_id[:16]
+    series.patient_birth_date = item.patient_birth_date[:8]
+    series.patient_sex = item.patient_sex[:16]
+    series.series_number = item.series_number
     series.calling_ae = peer.calling_ae[:16]
     series.called_ae = peer.called_ae[:16]
     series.peer_ip = peer.peer_ip[:45]
