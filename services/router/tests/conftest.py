@@ -1,13 +1,11 @@
 """A running router on real backends: SQLite + in-process bus, and Postgres + RabbitMQ."""
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from pulmogate.common.db.models import Instance, Series, SeriesStatus
 from pulmogate.common.events import AnalysisRequested, DeliveryRequested, Event
@@ -15,19 +13,7 @@ from pulmogate.common.outbox import OutboxRelay
 from pulmogate.common.runtime import Context, close_context, open_context
 from pulmogate.common.settings import Settings
 from pulmogate.router.service import RouterService
-
-TABLES = (
-    "outbox",
-    "job_logs",
-    "deliveries",
-    "output_objects",
-    "jobs",
-    "rule_destinations",
-    "routing_rules",
-    "destinations",
-    "instances",
-    "series",
-)
+from tests.fixtures.infra import clear_tables, eventually
 
 
 @dataclass
@@ -40,16 +26,7 @@ class RouterHarness:
 
     async def eventually(self, check: Callable[[], object], timeout_s: float = 10.0) -> None:
         """Wait until ``check()`` is truthy (async checks are awaited)."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"condition not met within {timeout_s} s")
-            await asyncio.sleep(0.05)
+        await eventually(check, timeout_s)
 
 
 async def add_series(
@@ -118,9 +95,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 async def context(backend: Settings) -> AsyncIterator[Context]:
     """A connected context on an emptied database."""
     ctx = await open_context(backend, migrate=backend.database_url.startswith("sqlite"))
-    async with ctx.db.session() as session:
-        for table in TABLES:
-            await session.execute(text(f"DELETE FROM {table}"))
+    await clear_tables(ctx.db)
     yield ctx
     await close_context(ctx)
 

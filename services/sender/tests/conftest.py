@@ -1,6 +1,5 @@
 """A running sender on real backends, a pynetdicom storage SCP as the PACS, and output files."""
 
-import asyncio
 import threading
 import uuid
 from collections import Counter
@@ -16,26 +15,12 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.transport import ThreadedAssociationServer
-from sqlalchemy import text
 
 from pulmogate.common.outbox import OutboxRelay
 from pulmogate.common.runtime import Context, close_context, open_context
 from pulmogate.common.settings import Settings
 from pulmogate.sender.service import SenderService
-from tests.fixtures.infra import free_port
-
-TABLES = (
-    "outbox",
-    "job_logs",
-    "deliveries",
-    "output_objects",
-    "jobs",
-    "rule_destinations",
-    "routing_rules",
-    "destinations",
-    "instances",
-    "series",
-)
+from tests.fixtures.infra import clear_tables, eventually, free_port
 
 
 @dataclass
@@ -124,16 +109,7 @@ class SenderHarness:
 
     async def eventually(self, check: Callable[[], object], timeout_s: float = 20.0) -> None:
         """Wait until ``check()`` is truthy (async checks are awaited)."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"condition not met within {timeout_s} s")
-            await asyncio.sleep(0.05)
+        await eventually(check, timeout_s)
 
 
 @pytest.fixture(params=["sqlite-memory", "postgres-rabbitmq"])
@@ -162,9 +138,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 async def context(backend: Settings) -> AsyncIterator[Context]:
     """A connected context on an emptied database."""
     ctx = await open_context(backend, migrate=backend.database_url.startswith("sqlite"))
-    async with ctx.db.session() as session:
-        for table in TABLES:
-            await session.execute(text(f"DELETE FROM {table}"))
+    await clear_tables(ctx.db)
     yield ctx
     await close_context(ctx)
 
