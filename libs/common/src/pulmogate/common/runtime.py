@@ -12,6 +12,7 @@ import structlog
 from pulmogate.common.bus import Bus, make_bus
 from pulmogate.common.db.migrate import upgrade_async
 from pulmogate.common.db.session import Database
+from pulmogate.common.heartbeat import run_heartbeat
 from pulmogate.common.logging import configure_logging
 from pulmogate.common.outbox import OutboxRelay
 from pulmogate.common.settings import Settings
@@ -110,6 +111,7 @@ async def run_services(
             log.info("service started", service=name)
         relay = OutboxRelay(ctx.db, ctx.bus)
         ctx.spawn(relay.run(), "outbox-relay")
+        ctx.spawn(run_heartbeat(ctx.db, names), "heartbeat")
         await stop.wait()
     finally:
         for service in reversed(started):

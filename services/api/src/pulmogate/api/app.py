@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from pulmogate.api.deps import current_user
 from pulmogate.api.errors import ApiError, InvalidField
 from pulmogate.api.routes import destinations, health, jobs, rules
+from pulmogate.api.routes import operations as operations_routes
 from pulmogate.common.runtime import Context
 
 API_PREFIX = "/api/v1"
@@ -44,9 +45,12 @@ def create_app(ctx: Context) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(current_user)])
+    for router in operations_routes.api_routers():
+        api.include_router(router)
     api.include_router(jobs.router)
     api.include_router(rules.router)
     api.include_router(destinations.router)
     app.include_router(api)
     app.include_router(health.router)
+    operations_routes.mount_ui(app)
     return app

@@ -4,6 +4,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pulmogate.common.db.models import RoutingRule, Series
+from pulmogate.common.db.operations import Upload
 from pulmogate.common.routing import SeriesSource, describe_no_match, first_match
 
 
@@ -28,7 +29,19 @@ async def enabled_rules(session: AsyncSession) -> list[RoutingRule]:
 
 
 async def rule_for(session: AsyncSession, series: Series) -> tuple[RoutingRule | None, str]:
-    """The winning rule (or None) and, when none wins, the sentence saying why."""
+    """The winning rule (or None) and, when none wins, the sentence saying why.
+
+    An upload that named a rule is routed by that rule (if it is still enabled).
+    """
+    chosen = await session.scalar(
+        select(RoutingRule)
+        .join(Upload, Upload.rule_id == RoutingRule.id)
+        .where(Upload.series_id == series.id)
+    )
+    if chosen is not None:
+        if chosen.enabled:
+            return chosen, ""
+        return None, f"the rule {chosen.name!r} chosen for this upload is disabled"
     source = source_of(series)
     rule = first_match(await enabled_rules(session), source)
     return rule, "" if rule is not None else describe_no_match(source)

@@ -1,0 +1,172 @@
+"""What an operator does to a job: resend its results, delete it, pack its results as a zip."""
+
+import io
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from pulmogate.api.errors import Conflict, NotFound
+from pulmogate.api.operations_schemas import ResendResult
+from pulmogate.common.db.models import (
+    Delivery,
+    DeliveryStatus,
+    Instance,
+    Job,
+    JobStatus,
+    OutputObject,
+    RoutingRule,
+    Series,
+)
+from pulmogate.common.events import DeliveryRequested
+from pulmogate.common.joblog import add_log
+from pulmogate.common.outbox import enqueue
+from pulmogate.common.storage import Storage
+
+log = structlog.get_logger("pulmogate.api")
+
+SERVICE = "api"
+BUSY = frozenset({JobStatus.QUEUED, JobStatus.ANALYSING})
+
+
+async def _job(session: AsyncSession, job_id: int, *, lock: bool = False) -> Job:
+    query = (
+        select(Job)
+        .where(Job.id == job_id)
+        .options(selectinload(Job.outputs), selectinload(Job.deliveries))
+    )
+    if lock:
+        query = query.with_for_update(of=Job)
+    job = (await session.scalars(query)).unique().one_or_none()
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+async def resend(session: AsyncSession, job_id: int, user: str) -> ResendResult:
+    """Announce a new delivery of the job's results to each destination (its rule's, current).
+
+    Existing deliveries start again from attempt 0; destinations added to the rule since get
+    a new delivery. The job is DELIVERING until the sender finishes it.
+    """
+    job = await _job(session, job_id, lock=True)
+    if job.purged_at is not None:
+        raise Conflict(f"job {job_id} was purged by retention: its results are gone")
+    if not job.outputs:
+        raise Conflict(f"job {job_id} has no results to send (status {job.status})")
+    if job.status in BUSY:
+        raise Conflict(f"job {job_id} is still {job.status}")
+    rule = await session.get(RoutingRule, job.rule_id) if job.rule_id is not None else None
+    by_destination = {d.destination_id: d for d in job.deliveries}
+    for destination in rule.destinations if rule else []:
+        if destination.enabled and destination.id not in by_destination:
+            delivery = Delivery(job_id=job.id, destination_id=destination.id)
+            session.add(delivery)
+            by_destination[destination.id] = delivery
+    if not by_destination:
+        raise Conflict(f"job {job_id} has no destinations to send to")
+    await session.flush()
+    deliveries = sorted(by_destination.values(), key=lambda d: d.id)
+    for delivery in deliveries:
+        delivery.status = DeliveryStatus.PENDING
+        delivery.attempts = 0
+        delivery.last_error = None
+        delivery.next_attempt_at = None
+        delivery.delivered_at = None
+        enqueue(session, DeliveryRequested(delivery_id=delivery.id))
+    job.status = JobStatus.DELIVERING
+    job.finished_at = None
+    await session.flush()
+    names = []
+    for delivery in deliveries:
+        await session.refresh(delivery, ["destination"])
+        names.append(delivery.destination.name)
+    add_log(session, job.id, SERVICE, f"resend requested by {user} to {', '.join(names)}")
+    await session.commit()
+    return ResendResult(job_id=job.id, delivery_ids=[d.id for d in deliveries], destinations=names)
+
+
+def _remove(path: Path, storage: Storage) -> None:
+    """Delete a stored file and the folders it leaves empty, never outside the storage root."""
+    root = storage.root.resolve()
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return
+    if root not in resolved.parents:
+        log.warning("not deleting a file outside storage", path=str(path))
+        return
+    resolved.unlink(missing_ok=True)
+    parent = resolved.parent
+    while parent != root and root in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+
+
+async def stored_paths(session: AsyncSession, job: Job) -> list[Path]:
+    """Every stored input and output file of a job."""
+    inputs = await session.scalars(select(Instance.path).where(Instance.series_id == job.series_id))
+    outputs = await session.scalars(select(OutputObject.path).where(OutputObject.job_id == job.id))
+    return [Path(p) for p in [*inputs, *outputs]]
+
+
+def remove_files(paths: list[Path], storage: Storage) -> None:
+    """Delete files (the results folder of a job goes with its last file)."""
+    for path in paths:
+        _remove(path, storage)
+
+
+async def delete_job(session: AsyncSession, storage: Storage, job_id: int, user: str) -> None:
+    """Delete the job, its series, their rows and their files (refused while it is analysed)."""
+    job = await _job(session, job_id, lock=True)
+    if job.status in BUSY:
+        raise Conflict(f"job {job_id} is {job.status}: delete it when the analysis has ended")
+    paths = await stored_paths(session, job)
+    series_id = job.series_id
+    await session.delete(job)
+    await session.flush()
+    await session.execute(delete(Series).where(Series.id == series_id))
+    await session.commit()
+    remove_files(paths, storage)
+    shutil.rmtree(storage.root / "results" / str(int(job_id)), ignore_errors=True)
+    log.info("job deleted", job_id=job_id, user=user, files=len(paths))
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """One output object to pack."""
+
+    kind: str
+    path: Path
+
+
+async def get_job_for_zip(session: AsyncSession, job_id: int) -> list[ResultFile]:
+    """The job's output files in order, or why there are none to download."""
+    job = await _job(session, job_id)
+    if job.purged_at is not None:
+        raise Conflict(f"job {job_id} was purged by retention: its results are gone")
+    outputs = sorted(job.outputs, key=lambda o: o.id)
+    if not outputs:
+        raise Conflict(f"job {job_id} has no results (status {job.status})")
+    return [ResultFile(o.kind, Path(o.path)) for o in outputs]
+
+
+def pack_results(job_id: int, files: list[ResultFile]) -> bytes:
+    """A zip of the files as ``job-<id>/<kind>/<n>.dcm`` (blocking: run it in a thread)."""
+    buffer = io.BytesIO()
+    counts: dict[str, int] = {}
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for item in files:
+            if not item.path.is_file():
+                raise Conflict(f"job {job_id}: a {item.kind} result file is missing from storage")
+            counts[item.kind] = counts.get(item.kind, 0) + 1
+            archive.write(item.path, f"job-{job_id}/{item.kind}/{counts[item.kind]:04d}.dcm")
+    return buffer.getvalue()

@@ -1,0 +1,55 @@
+"""POST /api/v1/jobs/{id}/resend, DELETE /api/v1/jobs/{id}, GET /api/v1/jobs/{id}/results.zip."""
+
+import asyncio
+
+from fastapi import APIRouter, Response, status
+
+from pulmogate.api.access import Operator, Viewer
+from pulmogate.api.crud import job_actions as crud
+from pulmogate.api.deps import ContextDep, SessionDep
+from pulmogate.api.operations_schemas import ResendResult
+from pulmogate.api.routes.responses import conflict, not_found
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+NOT_FOUND = not_found("job")
+
+
+@router.post(
+    "/{job_id}/resend",
+    response_model=ResendResult,
+    responses={**NOT_FOUND, **conflict("No results or no destinations, or still analysing")},
+)
+async def resend_job(job_id: int, session: SessionDep, user: Operator) -> ResendResult:
+    """Send the job's results again to each of its destinations (new delivery.requested)."""
+    return await crud.resend(session, job_id, user.name)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**NOT_FOUND, **conflict("The job is being analysed")},
+)
+async def delete_job(job_id: int, session: SessionDep, ctx: ContextDep, user: Operator) -> None:
+    """Delete the job with its series: rows, received files and results."""
+    await crud.delete_job(session, ctx.storage, job_id, user.name)
+
+
+@router.get(
+    "/{job_id}/results.zip",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "The job's output objects"},
+        **NOT_FOUND,
+        **conflict("No results (yet, or purged)"),
+    },
+)
+async def download_results(job_id: int, session: SessionDep, _user: Viewer) -> Response:
+    """The job's result objects (overlay, summary, SR, SEG) as one zip."""
+    job = await crud.get_job_for_zip(session, job_id)
+    data = await asyncio.to_thread(crud.pack_results, job_id, job)
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="pulmogate-job-{job_id}.zip"'},
+    )

@@ -1,0 +1,1 @@
+"""Manual uploads: unpack safely, check each file is a CT instance, store, announce."""

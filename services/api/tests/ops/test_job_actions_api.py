@@ -1,0 +1,184 @@
+"""Resend, delete and results.zip of a job, and C-ECHO of a destination (real Postgres, dcmtk)."""
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from pulmogate.common.db.models import Delivery, Instance, Job, OutboxMessage, Series
+from pulmogate.common.runtime import Context
+from services.api.tests.rows import MakeJob
+from tests.fixtures.gateway import storescp
+from tests.fixtures.infra import free_port
+
+
+async def _job_with_files(ctx: Context, make_job: MakeJob, **fields: object) -> int:
+    """A finished job whose input instance and two outputs exist in storage."""
+    job_id = await make_job(
+        outputs=[
+            {
+                "kind": "overlay",
+                "sop_instance_uid": f"1.2.3.{id(fields)}.1",
+                "sop_class_uid": "1.2",
+                "series_uid": "1.2.3.9",
+            },
+            {
+                "kind": "sr",
+                "sop_instance_uid": f"1.2.3.{id(fields)}.2",
+                "sop_class_uid": "1.2",
+                "series_uid": "1.2.3.8",
+            },
+        ],
+        **fields,
+    )
+    async with ctx.db.session() as session:
+        job = await session.get(Job, job_id, options=[selectinload(Job.outputs)])
+        assert job is not None
+        for n, output in enumerate(job.outputs):
+            path = ctx.storage.result_path(job_id, output.kind, output.sop_instance_uid)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"DICM{n}".encode())
+            output.path = str(path)
+        series = await session.get(Series, job.series_id)
+        assert series is not None
+        path = ctx.storage.instance_path(series.study_uid, series.series_uid, "1.2.3.4.5")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"input")
+        session.add(
+            Instance(
+                series_id=series.id,
+                sop_instance_uid=f"1.2.3.{job_id}.77",
+                sop_class_uid="1.2",
+                transfer_syntax_uid="1.2",
+                path=str(path),
+            )
+        )
+    return job_id
+
+
+async def test_results_zip_holds_each_output_by_kind(
+    client: httpx.AsyncClient, ctx: Context, make_job: MakeJob
+) -> None:
+    job_id = await _job_with_files(ctx, make_job)
+
+    response = await client.get(f"/api/v1/jobs/{job_id}/results.zip")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/zip"
+    assert f"pulmogate-job-{job_id}.zip" in response.headers["content-disposition"]
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    assert sorted(archive.namelist()) == [
+        f"job-{job_id}/overlay/0001.dcm",
+        f"job-{job_id}/sr/0001.dcm",
+    ]
+    assert archive.read(f"job-{job_id}/overlay/0001.dcm") == b"DICM0"
+
+
+async def test_a_job_without_results_has_no_zip_and_cannot_be_resent(
+    client: httpx.AsyncClient, make_job: MakeJob
+) -> None:
+    job_id = await make_job(status="rejected")
+
+    zipped = await client.get(f"/api/v1/jobs/{job_id}/results.zip")
+    resent = await client.post(f"/api/v1/jobs/{job_id}/resend")
+    missing = await client.get("/api/v1/jobs/999999/results.zip")
+
+    assert zipped.status_code == resent.status_code == 409
+    assert zipped.json()["detail"] == f"job {job_id} has no results (status rejected)"
+    assert resent.json()["detail"] == f"job {job_id} has no results to send (status rejected)"
+    assert missing.status_code == 404
+
+
+async def test_resend_restarts_each_delivery_and_stages_one_event_each(
+    client: httpx.AsyncClient, ctx: Context, make_job: MakeJob
+) -> None:
+    job_id = await _job_with_files(
+        ctx,
+        make_job,
+        deliveries=[
+            {
+                "destination": {"name": "pacs", "host": "h", "port": 104, "ae_title": "PACS"},
+                "status": "delivered",
+                "attempts": 1,
+            },
+            {
+                "destination": {"name": "ws", "host": "w", "port": 104, "ae_title": "WS"},
+                "status": "failed",
+                "attempts": 5,
+                "last_error": "refused",
+            },
+        ],
+    )
+
+    response = await client.post(f"/api/v1/jobs/{job_id}/resend")
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert sorted(body["destinations"]) == ["pacs", "ws"]
+    async with ctx.db.session() as session:
+        deliveries = (
+            await session.scalars(select(Delivery).where(Delivery.job_id == job_id))
+        ).all()
+        job = await session.get(Job, job_id)
+        events = (await session.scalars(select(OutboxMessage))).all()
+    assert {(d.status, d.attempts, d.last_error) for d in deliveries} == {("pending", 0, None)}
+    assert job is not None and job.status == "delivering" and job.finished_at is None
+    assert sorted(json.loads(e.payload)["delivery_id"] for e in events) == sorted(
+        body["delivery_ids"]
+    )
+    assert {e.routing_key for e in events} == {"delivery.requested"}
+    log = (await client.get(f"/api/v1/jobs/{job_id}/log")).json()
+    assert log[-1]["message"].startswith("resend requested by ")
+
+
+async def test_delete_removes_rows_and_files_and_refuses_a_running_job(
+    client: httpx.AsyncClient, ctx: Context, make_job: MakeJob
+) -> None:
+    job_id = await _job_with_files(ctx, make_job)
+    busy = await make_job(status="analysing")
+    files = [p for p in ctx.storage.root.rglob("*") if p.is_file()]
+    assert len(files) == 3
+
+    deleted = await client.delete(f"/api/v1/jobs/{job_id}")
+    refused = await client.delete(f"/api/v1/jobs/{busy}")
+    again = await client.delete(f"/api/v1/jobs/{job_id}")
+
+    assert deleted.status_code == 204
+    assert refused.status_code == 409 and "analysing" in refused.json()["detail"]
+    assert again.status_code == 404
+    assert [p for p in ctx.storage.root.rglob("*") if p.is_file()] == []
+    async with ctx.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Series)) == 1
+        assert await session.scalar(select(func.count()).select_from(Instance)) == 0
+
+
+async def test_echo_reports_a_live_storescp_and_a_closed_port(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    with storescp(tmp_path, aet="ECHOME") as (port, _folder):
+        live = (
+            await client.post(
+                "/api/v1/destinations",
+                json={"name": "live", "host": "127.0.0.1", "port": port, "ae_title": "ECHOME"},
+            )
+        ).json()
+        dead = (
+            await client.post(
+                "/api/v1/destinations",
+                json={"name": "dead", "host": "127.0.0.1", "port": free_port(), "ae_title": "X"},
+            )
+        ).json()
+
+        ok = await client.post(f"/api/v1/destinations/{live['id']}/echo")
+        failed = await client.post(f"/api/v1/destinations/{dead['id']}/echo")
+        unknown = await client.post("/api/v1/destinations/424242/echo")
+
+    assert ok.status_code == 200 and ok.json()["ok"] is True
+    assert ok.json()["message"] == f"C-ECHO to ECHOME@127.0.0.1:{port} succeeded"
+    assert failed.status_code == 200 and failed.json()["ok"] is False
+    assert "failed" in failed.json()["message"]
+    assert unknown.status_code == 404
