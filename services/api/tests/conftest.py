@@ -1,15 +1,21 @@
 """API test fixtures: a real database, the real app over ASGI, rows as services write them."""
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from pulmogate.api.app import create_app
+from pulmogate.common.api_tokens import issue_token
 from pulmogate.common.bus import Bus, make_bus
+from pulmogate.common.credentials import hash_password
+from pulmogate.common.db.accounts import Role, User
 from pulmogate.common.db.models import (
     Base,
     Delivery,
@@ -53,12 +59,67 @@ async def ctx(database_url: str, bus: Bus, tmp_path: Path) -> AsyncIterator[Cont
     await db.dispose()
 
 
+async def add_user(ctx: Context, username: str, role: Role, password: str = "") -> User:
+    """A user row (with an argon2 hash only when a password is given: hashing is slow)."""
+    async with ctx.db.session() as session:
+        user = User(
+            username=username,
+            role=role,
+            password_hash=hash_password(password) if password else "",
+        )
+        session.add(user)
+    return user
+
+
+async def bearer_for(ctx: Context, username: str, role: Role) -> dict[str, str]:
+    """An Authorization header for a new user of ``role``, through a real stored token."""
+    user = await add_user(ctx, username, role)
+    async with ctx.db.session() as session:
+        _, secret = await issue_token(session, user, "tests")
+    return {"Authorization": f"Bearer {secret}"}
+
+
 @pytest.fixture
-async def client(ctx: Context) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app, called in-process."""
-    transport = httpx.ASGITransport(app=create_app(ctx))
+def app(ctx: Context) -> FastAPI:
+    """The real app."""
+    return create_app(ctx)
+
+
+@pytest.fixture
+async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app, called in-process, with no credentials."""
+    transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as c:
         yield c
+
+
+@pytest.fixture
+async def client(app: FastAPI, ctx: Context) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app, called in-process by an admin with a bearer token."""
+    headers = await bearer_for(ctx, "admin", Role.ADMIN)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://api.test", headers=headers
+    ) as c:
+        yield c
+
+
+ClientAs = Callable[[Role], Awaitable[httpx.AsyncClient]]
+
+
+@pytest.fixture
+async def client_as(app: FastAPI, ctx: Context) -> AsyncIterator[ClientAs]:
+    """A factory: a client signed in (bearer token) as a fresh user of the given role."""
+    async with AsyncExitStack() as stack:
+
+        async def make(role: Role) -> httpx.AsyncClient:
+            headers = await bearer_for(ctx, f"{role}-{uuid.uuid4().hex[:8]}", role)
+            transport = httpx.ASGITransport(app=app)
+            return await stack.enter_async_context(
+                httpx.AsyncClient(transport=transport, base_url="http://api.test", headers=headers)
+            )
+
+        yield make
 
 
 @pytest.fixture

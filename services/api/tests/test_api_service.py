@@ -5,13 +5,20 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
 
 from pulmogate.api.service import ApiService
+from pulmogate.common.db.accounts import User
 from pulmogate.common.runtime import Context
+
+ADMIN_PASSWORD = "first admin password 1"
 
 
 @pytest.fixture
 async def service(ctx: Context) -> AsyncIterator[ApiService]:
+    ctx.settings.admin_username = "itadmin"
+    ctx.settings.admin_password = SecretStr(ADMIN_PASSWORD)
     svc = ApiService()
     await svc.start(ctx)
     yield svc
@@ -25,10 +32,28 @@ async def test_the_service_serves_healthz_over_tcp_on_the_port_it_bound(
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}") as client:
         health = await client.get("/healthz")
+        anonymous = await client.get("/api/v1/jobs")
+        login = await client.post(
+            "/api/v1/auth/login", json={"username": "itadmin", "password": ADMIN_PASSWORD}
+        )
         jobs = await client.get("/api/v1/jobs")
 
     assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert anonymous.status_code == 401
+    assert login.status_code == 200 and login.json()["role"] == "admin"
     assert jobs.status_code == 200 and jobs.json()["total"] == 0
+
+
+async def test_the_first_admin_comes_from_the_environment_only_while_no_users_exist(
+    service: ApiService, ctx: Context
+) -> None:
+    await service.stop()
+    ctx.settings.admin_username = "second"
+    await service.start(ctx)
+
+    async with ctx.db.sessions() as session:
+        users = (await session.scalars(select(User.username))).all()
+    assert users == ["itadmin"]
 
 
 async def test_stop_closes_the_port(ctx: Context) -> None:

@@ -85,6 +85,11 @@ def demo(
     slices: int = typer.Option(120),
     involvement: float = typer.Option(0.3, help="Lesion fraction of lung volume, 0..0.9"),
     timeout: float = typer.Option(300.0),
+    token: str = typer.Option(
+        "",
+        envvar="PULMOGATE_API_TOKEN",
+        help="Bearer token (default: the env admin's sign-in, else a local one-hour token)",
+    ),
 ) -> None:
     """Send a synthetic chest CT to the running gateway and print what comes back."""
     from pulmogate.common.demo import run_demo
@@ -92,6 +97,7 @@ def demo(
     raise typer.Exit(
         run_demo(
             api_url=api_url,
+            token=token or None,
             dicom_host=dicom_host,
             dicom_port=dicom_port,
             aet=aet,

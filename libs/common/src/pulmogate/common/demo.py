@@ -1,21 +1,31 @@
 """``pulmogate demo``: a synthetic chest CT through the running gateway and back."""
 
+import asyncio
 import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from pydicom import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from sqlalchemy import select
 
+from pulmogate.common.api_tokens import issue_token
+from pulmogate.common.db.accounts import ApiToken, Role, User
+from pulmogate.common.db.models import utcnow
+from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.scu import store
 from pulmogate.common.phantom import make_phantom, write_series
+from pulmogate.common.settings import Settings
 
 DEMO_AET = "PG_DEMO"
 VIEWER_AET = "PG_DEMO_VIEWER"
+DEMO_USER = "demo"
 FINAL = {"done", "ignored", "rejected", "failed", "no_license", "license_expired"}
 
 
@@ -80,9 +90,71 @@ def _wait_for_job(client: httpx.Client, after_id: int, timeout: float) -> dict[s
     raise TimeoutError(f"no finished job after {timeout:.0f} s")
 
 
+def _local_token(settings: Settings) -> tuple[str, Callable[[], None]]:
+    """A one-hour token for the local service account ``demo`` (operator, cannot sign in).
+
+    Issued through the gateway's own database, which this machine can already change at will;
+    audited as issued by the CLI, and revoked when the demo ends.
+    """
+
+    async def issue() -> tuple[int, str]:
+        db = Database(settings.effective_database_url)
+        try:
+            async with db.session() as session:
+                user = await session.scalar(select(User).where(User.username == DEMO_USER))
+                if user is None:
+                    user = User(username=DEMO_USER, role=Role.OPERATOR, password_hash="")
+                    session.add(user)
+                    await session.flush()
+                token, secret = await issue_token(
+                    session, user, "pulmogate demo", expires_in=timedelta(hours=1), actor_name="cli"
+                )
+                return token.id, secret
+        finally:
+            await db.dispose()
+
+    async def revoke(token_id: int) -> None:
+        db = Database(settings.effective_database_url)
+        try:
+            async with db.session() as session:
+                token = await session.get(ApiToken, token_id)
+                if token is not None:
+                    token.revoked_at = utcnow()
+        finally:
+            await db.dispose()
+
+    token_id, secret = asyncio.run(issue())
+    return secret, lambda: asyncio.run(revoke(token_id))
+
+
+def _api_client(api_url: str, token: str | None) -> tuple[httpx.Client, Callable[[], None]]:
+    """A client with credentials: ``--token``, else the env admin's sign-in, else a local token."""
+    settings = Settings()
+    if token:
+        return httpx.Client(
+            base_url=api_url, timeout=10, headers={"Authorization": f"Bearer {token}"}
+        ), lambda: None
+    password = settings.admin_password.get_secret_value()
+    if settings.admin_username and password:
+        client = httpx.Client(base_url=api_url, timeout=10)
+        login = client.post(
+            "/api/v1/auth/login", json={"username": settings.admin_username, "password": password}
+        )
+        login.raise_for_status()
+        client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+        print(f"signed in as {settings.admin_username}")
+        return client, lambda: None
+    secret, revoke = _local_token(settings)
+    print(f"using a one-hour API token of the local service account {DEMO_USER!r}")
+    return httpx.Client(
+        base_url=api_url, timeout=10, headers={"Authorization": f"Bearer {secret}"}
+    ), revoke
+
+
 def run_demo(
     *,
     api_url: str,
+    token: str | None = None,
     dicom_host: str,
     dicom_port: int,
     aet: str,
@@ -92,8 +164,9 @@ def run_demo(
 ) -> int:
     """Run the demo; return the process exit code."""
     viewer = DemoViewer()
+    api, release = _api_client(api_url, token)
     try:
-        with httpx.Client(base_url=api_url, timeout=10) as client:
+        with api as client:
             _create_route(client, viewer.port)
             items = client.get("/api/v1/jobs", params={"limit": 1}).json()["items"]
             last_id = items[0]["id"] if items else 0
@@ -115,6 +188,7 @@ def run_demo(
                 time.sleep(0.2)
     finally:
         viewer.close()
+        release()
     print(f"job {job['id']}: {job['status']} in {time.monotonic() - started:.1f} s")
     print(f"prediction: {job.get('prediction') or job.get('reason')}")
     series: dict[str, int] = {}

@@ -6,7 +6,7 @@ from fastapi.responses import JSONResponse
 
 from pulmogate.api.deps import current_user
 from pulmogate.api.errors import ApiError, InvalidField
-from pulmogate.api.routes import destinations, health, jobs, rules
+from pulmogate.api.routes import auth, destinations, health, jobs, rules
 from pulmogate.api.routes import operations as operations_routes
 from pulmogate.common.runtime import Context
 
@@ -20,7 +20,9 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
         detail: object = [{"type": "value_error", "loc": ["body", exc.field], "msg": exc.message}]
     else:
         detail = exc.message
-    return JSONResponse(status_code=exc.status_code, content={"detail": detail})
+    return JSONResponse(
+        status_code=exc.status_code, content={"detail": detail}, headers=exc.headers
+    )
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -51,6 +53,7 @@ def create_app(ctx: Context) -> FastAPI:
     api.include_router(rules.router)
     api.include_router(destinations.router)
     app.include_router(api)
+    app.include_router(auth.router, prefix=API_PREFIX)
     app.include_router(health.router)
     operations_routes.mount_ui(app)
     return app

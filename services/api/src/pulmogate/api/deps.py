@@ -1,12 +1,14 @@
 """FastAPI dependencies: the shared context, a DB session per request, the current user."""
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pulmogate.api.auth import CurrentUser, authenticate
+from pulmogate.api.errors import Forbidden
+from pulmogate.common.db.accounts import Role
 from pulmogate.common.runtime import Context
 
 
@@ -22,22 +24,45 @@ async def get_session(ctx: Annotated[Context, Depends(get_context)]) -> AsyncIte
         yield session
 
 
-@dataclass(frozen=True)
-class CurrentUser:
-    """Who is calling."""
-
-    name: str
-    role: str
-
-
-ANONYMOUS_ADMIN = CurrentUser(name="anonymous", role="admin")
+async def current_user(
+    request: Request, ctx: Annotated[Context, Depends(get_context)]
+) -> CurrentUser:
+    """The authenticated caller (bearer token or session cookie + CSRF token); 401/403 otherwise."""
+    user = await authenticate(ctx, request)
+    request.state.user = user
+    return user
 
 
-async def current_user() -> CurrentUser:
-    """Placeholder that allows everything: authentication arrives with the operations issue."""
-    return ANONYMOUS_ADMIN
+def require_role(*roles: Role | str) -> Callable[..., Awaitable[CurrentUser]]:
+    """A dependency that lets through the given roles (admins always) and refuses others (403)."""
+    allowed = {Role.ADMIN, *(Role(r) for r in roles)}
+    names = " or ".join(sorted(allowed))
+
+    async def check_role(user: Annotated[CurrentUser, Depends(current_user)]) -> CurrentUser:
+        if user.role not in allowed:
+            raise Forbidden(f"the {user.role} role may not do this (needs {names})")
+        return user
+
+    return check_role
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 ContextDep = Annotated[Context, Depends(get_context)]
 UserDep = Annotated[CurrentUser, Depends(current_user)]
+ViewerDep = UserDep
+OperatorDep = Annotated[CurrentUser, Depends(require_role(Role.OPERATOR))]
+AdminDep = Annotated[CurrentUser, Depends(require_role(Role.ADMIN))]
+
+__all__ = [
+    "AdminDep",
+    "ContextDep",
+    "CurrentUser",
+    "OperatorDep",
+    "SessionDep",
+    "UserDep",
+    "ViewerDep",
+    "current_user",
+    "get_context",
+    "get_session",
+    "require_role",
+]

@@ -9,6 +9,7 @@ class ApiError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.headers: dict[str, str] | None = None
 
 
 class NotFound(ApiError):
@@ -31,3 +32,29 @@ class InvalidField(ApiError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class Unauthorized(ApiError):
+    """No valid credentials (401); clients are told to send a bearer token or sign in."""
+
+    status_code = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ApiError):
+    """Signed in, but the role (or a missing CSRF token) does not allow this (403)."""
+
+    status_code = 403
+
+
+class TooManyRequests(ApiError):
+    """Too many failed sign-ins (429), with the seconds to wait."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}

@@ -10,6 +10,7 @@ import uvicorn
 
 from pulmogate.api.app import create_app
 from pulmogate.common.runtime import Context
+from pulmogate.common.users import ensure_first_admin, has_users
 
 log = structlog.get_logger("pulmogate.api")
 
@@ -56,6 +57,12 @@ class ApiService:
     async def start(self, ctx: Context) -> None:
         """Bind the port, start uvicorn as a context task and wait until it accepts."""
         settings = ctx.settings
+        await ensure_first_admin(ctx.db, settings)
+        if not await has_users(ctx.db):
+            log.warning(
+                "no users yet: create an admin with `pulmogate user create --admin NAME` "
+                "or set PULMOGATE_ADMIN_USERNAME and PULMOGATE_ADMIN_PASSWORD"
+            )
         self._socket = bind_socket(settings.api_host, settings.api_port)
         self.port = self._socket.getsockname()[1]
         config = uvicorn.Config(

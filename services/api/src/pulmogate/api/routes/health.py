@@ -1,19 +1,21 @@
-"""Liveness, readiness and Prometheus metrics (no authentication: probes and scrapers)."""
+"""Liveness, readiness and Prometheus metrics (probes need no sign-in; metrics may need a token)."""
 
 import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from pulmogate.api.crud.jobs import count_by_status
 from pulmogate.api.deps import ContextDep
+from pulmogate.api.errors import Unauthorized
 from pulmogate.api.metrics import set_job_counts
-from pulmogate.api.schemas import Health, Readiness
+from pulmogate.api.schemas import ErrorMessage, Health, Readiness
+from pulmogate.common.credentials import same_secret
 from pulmogate.common.runtime import Context
 
 router = APIRouter(tags=["health"])
@@ -70,9 +72,21 @@ async def readyz(ctx: ContextDep) -> Readiness | JSONResponse:
     return Readiness(status="ready", checks=checks)
 
 
-@router.get("/metrics", response_class=Response)
-async def metrics(ctx: ContextDep) -> Response:
-    """Prometheus exposition of this process's metrics, with job counts fresh from the DB."""
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={401: {"model": ErrorMessage, "description": "PULMOGATE_METRICS_TOKEN is set"}},
+)
+async def metrics(ctx: ContextDep, request: Request) -> Response:
+    """Prometheus exposition of this process's metrics, with job counts fresh from the DB.
+
+    Open unless PULMOGATE_METRICS_TOKEN is set; then scrapers send it as a bearer token.
+    """
+    expected = ctx.settings.metrics_token.get_secret_value()
+    if expected:
+        scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not same_secret(sent.strip(), expected):
+            raise Unauthorized("metrics need 'Authorization: Bearer <PULMOGATE_METRICS_TOKEN>'")
     try:
         async with ctx.db.sessions() as session:
             counts = await asyncio.wait_for(count_by_status(session), CHECK_TIMEOUT_S)

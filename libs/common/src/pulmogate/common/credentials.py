@@ -1,0 +1,67 @@
+"""Secrets for people and clients: argon2 password hashes, random tokens stored as SHA-256."""
+
+import hashlib
+import hmac
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+MIN_PASSWORD_LENGTH = 10
+TOKEN_PREFIX = "pgt_"
+
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash("not a password anyone has")
+
+
+class WeakPassword(ValueError):
+    """A password too short to protect an account."""
+
+
+def check_password_strength(password: str) -> None:
+    """Refuse passwords shorter than MIN_PASSWORD_LENGTH characters."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise WeakPassword(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash with its parameters and salt."""
+    check_password_strength(password)
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches; an empty hash (no password set) never matches.
+
+    Unknown users are checked against a dummy hash so both answers take as long.
+    """
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """Whether the hash was made with weaker parameters than today's."""
+    return _hasher.check_needs_rehash(password_hash)
+
+
+def sha256_hex(secret: str) -> str:
+    """How a token or session secret is stored: its SHA-256, hex."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_api_token() -> tuple[str, str]:
+    """A fresh bearer token and the prefix shown in listings (the token is shown once)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, token[: len(TOKEN_PREFIX) + 6]
+
+
+def new_secret() -> str:
+    """A random URL-safe secret (session cookies, CSRF tokens)."""
+    return secrets.token_urlsafe(32)
+
+
+def same_secret(a: str, b: str) -> bool:
+    """Constant-time comparison."""
+    return hmac.compare_digest(a.encode(), b.encode())
