@@ -1,0 +1,119 @@
+"""Loading deploy/ files for the deployment tests: compose YAML, kustomize builds, Dockerfiles."""
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+DOCKERFILES = sorted((DEPLOY / "docker").glob("*.Dockerfile"))
+SERVICES = ["receiver", "router", "inference", "sender", "api"]
+OVERLAYS = ["cpu", "gpu"]
+
+
+class Reset(list[Any]):
+    """A compose ``!reset`` value: the override removes what the base file set."""
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader plus compose's merge tags ``!reset`` and ``!override``."""
+
+
+def _reset(loader: yaml.SafeLoader, node: yaml.Node) -> Reset:
+    return Reset()
+
+
+def _override(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+
+ComposeLoader.add_constructor("!reset", _reset)
+ComposeLoader.add_constructor("!override", _override)
+
+
+def load_compose(name: str) -> dict[str, Any]:
+    """One compose file as compose reads it (YAML anchors and ``<<`` merge keys resolved)."""
+    with (DEPLOY / name).open() as fh:
+        return yaml.load(fh, Loader=ComposeLoader)
+
+
+def merge_compose(base: Any, override: Any) -> Any:
+    """The compose-spec merge, as far as PulmoGate's override file needs it.
+
+    Mappings merge key by key, a ``!reset`` value removes the key, and any other value of the
+    override replaces the base's (compose appends some sequences, e.g. ``ports``; the CPU
+    override sets none of those).
+    """
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            if isinstance(value, Reset):
+                merged.pop(key, None)
+            elif key in merged:
+                merged[key] = merge_compose(merged[key], value)
+            else:
+                merged[key] = value
+        return merged
+    return override
+
+
+def kustomize_command() -> list[str] | None:
+    """The real kustomize: a ``kustomize`` binary, else ``kubectl kustomize`` (kustomize inside)."""
+    if path := shutil.which("kustomize"):
+        return [path, "build"]
+    if path := shutil.which("kubectl"):
+        return [path, "kustomize"]
+    return None
+
+
+def kustomize_build(overlay: str) -> list[dict[str, Any]]:
+    """The manifests ``kubectl apply -k deploy/k8s/overlays/<overlay>`` would apply."""
+    command = kustomize_command()
+    assert command is not None
+    result = subprocess.run(
+        [*command, str(DEPLOY / "k8s" / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        keyword, _, rest = line.partition(" ")
+        instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def setup_sh_members() -> list[str]:
+    """The workspace members scripts/setup.sh installs (``-e <path>`` arguments)."""
+    text = (ROOT / "scripts" / "setup.sh").read_text().replace("\\\n", " ")
+    members: list[str] = []
+    for line in text.splitlines():
+        if "pip install" not in line:
+            continue
+        words = shlex.split(line)
+        members += [words[i + 1] for i, word in enumerate(words[:-1]) if word == "-e"]
+    return [m for m in members if not m.startswith(".")]
