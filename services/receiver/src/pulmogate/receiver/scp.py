@@ -25,6 +25,7 @@ from pulmogate.common.dicom.syntaxes import ACCEPTED_STORAGE_CLASSES, ACCEPTED_T
 from pulmogate.common.metrics import INSTANCES_RECEIVED
 from pulmogate.common.storage import Storage, atomic_write
 from pulmogate.common.uids import is_valid_uid
+from pulmogate.receiver.qr import QueryRetrieveSCP, add_query_retrieve_contexts
 from pulmogate.receiver.records import Peer, ReceivedInstance, record_instance, release_association
 
 log = structlog.get_logger("pulmogate.receiver")
@@ -117,6 +118,7 @@ class StoreSCP:
         ae.add_supported_context(Verification)
         for sop_class in ACCEPTED_STORAGE_CLASSES:
             ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)
+        add_query_retrieve_contexts(ae)
         return ae
 
     @property
@@ -135,6 +137,7 @@ class StoreSCP:
             (evt.EVT_RELEASED, self.on_association_end),
             (evt.EVT_ABORTED, self.on_association_end),
             (evt.EVT_CONN_CLOSE, self.on_association_end),
+            *QueryRetrieveSCP(ae_title=self.ae_title, db=self.db, loop=self.loop).handlers(),
         ]
         self.server = self.ae.start_server((host, port), block=False, evt_handlers=handlers)
         log.info("dicom scp listening", ae_title=self.ae_title, host=host, port=self.port)
