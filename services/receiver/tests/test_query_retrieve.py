@@ -1,0 +1,460 @@
+"""Query/Retrieve against the receiver's AE with dcmtk findscu, movescu, getscu and pynetdicom."""
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import Dataset, dcmread
+from pynetdicom import AE, build_role
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    PatientRootQueryRetrieveInformationModelFind,
+    SecondaryCaptureImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+
+from pulmogate.common.db.models import Destination
+from services.receiver.tests.helpers import AE_TITLE, ReceiverFactory, run_tool
+from services.receiver.tests.qr_data import HeldStudy, hold_study, unique_id
+from tests.fixtures.infra import free_port
+
+
+def dcm_keys(*keys: str) -> list[str]:
+    """dcmtk ``-k key[=value]`` arguments."""
+    return [arg for key in keys for arg in ("-k", key)]
+
+
+async def findscu(port: int, out: Path, *keys: str, model: str = "-S") -> list[Dataset]:
+    """Run dcmtk findscu and read back every response identifier it wrote."""
+    out.mkdir(parents=True, exist_ok=True)
+    args = ["/usr/bin/findscu", model, "-aet", "WORKSTATION", "-aec", AE_TITLE, "-X", "-od"]
+    done = await run_tool(*args, str(out), "127.0.0.1", str(port), *dcm_keys(*keys))
+    assert done.returncode == 0, done.stderr
+    return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
+async def test_study_level_find_returns_the_keys_a_viewer_asks_for(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    async with receiver_on() as rx:
+        study = await hold_study(
+            rx,
+            tmp_path,
+            HeldStudy("PHANTOM^ONE", unique_id("QRS"), "20260105"),
+            overlay=2,
+            sr=True,
+        )
+        found = await findscu(
+            rx.port,
+            tmp_path / "find",
+            "QueryRetrieveLevel=STUDY",
+            f"PatientID={study.patient_id}",
+            "PatientName",
+            "PatientBirthDate",
+            "StudyInstanceUID",
+            "StudyDate",
+            "StudyTime",
+            "AccessionNumber",
+            "StudyDescription",
+            "ModalitiesInStudy",
+            "NumberOfStudyRelatedSeries",
+            "NumberOfStudyRelatedInstances",
+            "RetrieveAETitle",
+        )
+    assert len(found) == 1
+    ds = found[0]
+    assert ds.StudyInstanceUID == study.study_uid
+    assert str(ds.PatientName) == "PHANTOM^ONE"
+    assert ds.PatientBirthDate == "19700101"
+    assert (ds.StudyDate, ds.StudyTime, ds.StudyDescription) == (
+        "20260105",
+        "101500",
+        "CT CHEST QR",
+    )
+    assert ds.AccessionNumber == f"A{study.patient_id[-8:]}"
+    assert sorted(ds.ModalitiesInStudy) == ["CT", "OT", "SR"]
+    assert int(ds.NumberOfStudyRelatedSeries) == 3
+    assert int(ds.NumberOfStudyRelatedInstances) == 3 + 2 + 1
+    assert ds.RetrieveAETitle == AE_TITLE
+    assert ds.QueryRetrieveLevel == "STUDY"
+
+
+async def test_matching_wildcards_date_ranges_uid_lists_and_modalities(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    prefix = unique_id("QRM")
+    async with receiver_on() as rx:
+        early = await hold_study(
+            rx, tmp_path, HeldStudy("PHANTOM^EARLY", f"{prefix}-1", "20250301")
+        )
+        late = await hold_study(
+            rx, tmp_path, HeldStudy("PHANTOM^LATE", f"{prefix}-2", "20260420"), overlay=1
+        )
+        other = await hold_study(rx, tmp_path, HeldStudy("OTHER^THREE", f"{prefix}-3", "20260421"))
+
+        async def studies(*keys: str) -> set[str]:
+            out = tmp_path / f"f{len(list(tmp_path.glob('f*')))}"
+            found = await findscu(
+                rx.port, out, "QueryRetrieveLevel=STUDY", "StudyInstanceUID", *keys
+            )
+            return {str(d.StudyInstanceUID) for d in found} & {
+                early.study_uid,
+                late.study_uid,
+                other.study_uid,
+            }
+
+        assert await studies(f"PatientID={prefix}-*") == {
+            early.study_uid,
+            late.study_uid,
+            other.study_uid,
+        }
+        assert await studies(f"PatientID={prefix}-?", "PatientName=phantom*") == {
+            early.study_uid,
+            late.study_uid,
+        }
+        assert await studies(f"PatientID={prefix}*", "StudyDate=20260101-") == {
+            late.study_uid,
+            other.study_uid,
+        }
+        assert await studies(f"PatientID={prefix}*", "StudyDate=-20251231") == {early.study_uid}
+        assert await studies(f"PatientID={prefix}*", "StudyDate=20260420-20260420") == {
+            late.study_uid
+        }
+        assert await studies(f"StudyInstanceUID={early.study_uid}\\{other.study_uid}") == {
+            early.study_uid,
+            other.study_uid,
+        }
+        assert await studies(f"PatientID={prefix}*", "ModalitiesInStudy=OT") == {late.study_uid}
+        assert await studies(f"PatientID={prefix}-3", "PatientName=PHANTOM*") == set()
+        # Patient Root, PATIENT level: one answer per patient with related counts.
+        patients = await findscu(
+            rx.port,
+            tmp_path / "patients",
+            "QueryRetrieveLevel=PATIENT",
+            f"PatientID={prefix}-2",
+            "PatientName",
+            "NumberOfPatientRelatedStudies",
+            "NumberOfPatientRelatedSeries",
+            "NumberOfPatientRelatedInstances",
+            model="-P",
+        )
+    assert len(patients) == 1
+    assert str(patients[0].PatientName) == "PHANTOM^LATE"
+    assert int(patients[0].NumberOfPatientRelatedStudies) == 1
+    assert int(patients[0].NumberOfPatientRelatedSeries) == 2
+    assert int(patients[0].NumberOfPatientRelatedInstances) == 4
+
+
+async def test_series_and_image_levels_list_received_and_result_objects(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    async with receiver_on() as rx:
+        study = await hold_study(
+            rx, tmp_path, HeldStudy("PHANTOM^SERIES", unique_id("QRI"), "20260105"), overlay=2
+        )
+        series = await findscu(
+            rx.port,
+            tmp_path / "series",
+            "QueryRetrieveLevel=SERIES",
+            f"StudyInstanceUID={study.study_uid}",
+            "SeriesInstanceUID",
+            "Modality",
+            "SeriesNumber",
+            "SeriesDescription",
+            "NumberOfSeriesRelatedInstances",
+        )
+        images = await findscu(
+            rx.port,
+            tmp_path / "images",
+            "QueryRetrieveLevel=IMAGE",
+            f"StudyInstanceUID={study.study_uid}",
+            f"SeriesInstanceUID={study.overlay_series_uid}",
+            "SOPInstanceUID",
+            "SOPClassUID",
+            "InstanceNumber",
+        )
+        ct_only = await findscu(
+            rx.port,
+            tmp_path / "ct",
+            "QueryRetrieveLevel=SERIES",
+            f"StudyInstanceUID={study.study_uid}",
+            "SeriesInstanceUID",
+            "Modality=CT",
+            "SeriesNumber=3",
+        )
+    by_uid = {str(d.SeriesInstanceUID): d for d in series}
+    assert set(by_uid) == {study.ct_series_uid, study.overlay_series_uid}
+    ct, overlay = by_uid[study.ct_series_uid], by_uid[study.overlay_series_uid]
+    assert (ct.Modality, int(ct.SeriesNumber), ct.SeriesDescription) == ("CT", 3, "Axial 1.25")
+    assert int(ct.NumberOfSeriesRelatedInstances) == 3
+    assert (overlay.Modality, int(overlay.SeriesNumber)) == ("OT", 9000)
+    assert overlay.SeriesDescription == "PulmoGate lesions (qct 1.0)"
+    assert int(overlay.NumberOfSeriesRelatedInstances) == 2
+    assert [(str(d.SOPInstanceUID), int(d.InstanceNumber)) for d in images] == [
+        (study.overlay_sops[0], 1),
+        (study.overlay_sops[1], 2),
+    ]
+    assert {d.SOPClassUID for d in images} == {SecondaryCaptureImageStorage}
+    assert [str(d.SeriesInstanceUID) for d in ct_only] == [study.ct_series_uid]
+
+
+async def test_purged_jobs_disappear_from_queries(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    prefix = unique_id("QRP")
+    async with receiver_on() as rx:
+        kept = await hold_study(
+            rx, tmp_path, HeldStudy("PHANTOM^KEPT", f"{prefix}-1", "20260105"), overlay=1
+        )
+        purged = await hold_study(
+            rx,
+            tmp_path,
+            HeldStudy("PHANTOM^PURGED", f"{prefix}-2", "20260105"),
+            overlay=1,
+            purged=True,
+        )
+        found = await findscu(
+            rx.port,
+            tmp_path / "series",
+            "QueryRetrieveLevel=SERIES",
+            f"PatientID={prefix}*",
+            "StudyInstanceUID",
+            "SeriesInstanceUID",
+        )
+    assert {str(d.SeriesInstanceUID) for d in found} == {
+        kept.ct_series_uid,
+        kept.overlay_series_uid,
+    }
+    assert purged.study_uid not in {str(d.StudyInstanceUID) for d in found}
+
+
+async def test_bad_level_is_refused_with_a_reason(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    async with receiver_on() as rx:
+
+        def query() -> list[tuple[int, str]]:
+            ae = AE(ae_title="WORKSTATION")
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+            assoc = ae.associate("127.0.0.1", rx.port, ae_title=AE_TITLE)
+            assert assoc.is_established
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel = "PATIENT"
+            identifier.PatientID = "*"
+            try:
+                return [
+                    (int(status.Status), str(status.get("ErrorComment", "")))
+                    for status, _ in assoc.send_c_find(
+                        identifier, StudyRootQueryRetrieveInformationModelFind
+                    )
+                ]
+            finally:
+                assoc.release()
+
+        answers = await asyncio.to_thread(query)
+    assert answers == [(0xA900, "Study Root has no PATIENT level")]
+
+
+@pytest.fixture
+def storescp(tmp_path: Path):
+    """A dcmtk storescp move destination on a free port: (AE title, port, folder)."""
+    port, out = free_port(), tmp_path / "moved"
+    out.mkdir()
+    proc = subprocess.Popen(
+        ["/usr/bin/storescp", "-aet", "VIEWER", "-od", str(out), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield "VIEWER", port, out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_movescu_sends_a_study_to_a_configured_destination(
+    receiver_on: ReceiverFactory, tmp_path: Path, storescp: tuple[str, int, Path]
+) -> None:
+    dest_ae, dest_port, moved = storescp
+    async with receiver_on() as rx:
+        study = await hold_study(
+            rx,
+            tmp_path,
+            HeldStudy("PHANTOM^MOVE", unique_id("QRV"), "20260105"),
+            overlay=2,
+            sr=True,
+        )
+        async with rx.ctx.db.session() as session:
+            session.add(
+                Destination(
+                    name=f"viewer-{study.patient_id}",
+                    host="127.0.0.1",
+                    port=dest_port,
+                    ae_title=dest_ae,
+                )
+            )
+        move = ["/usr/bin/movescu", "-v", "-S", "-aet", "WORKSTATION", "-aec", AE_TITLE]
+        done = await run_tool(
+            *move,
+            "-aem",
+            dest_ae,
+            "127.0.0.1",
+            str(rx.port),
+            *dcm_keys("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study.study_uid}"),
+        )
+        assert done.returncode == 0, done.stderr
+        unknown = await run_tool(
+            *move,
+            "-aem",
+            "NOBODY",
+            "127.0.0.1",
+            str(rx.port),
+            *dcm_keys("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study.study_uid}"),
+        )
+    received = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in moved.iterdir()}
+    assert received == study.all_sops
+    log = done.stdout + done.stderr
+    assert "Received Final Move Response (Success)" in log, log
+    assert log.count("(Pending)") == 6, log
+    refused = unknown.stdout + unknown.stderr
+    assert "Final Move Response (Refused: MoveDestinationUnknown)" in refused, refused
+
+
+async def test_getscu_retrieves_a_series_on_the_same_association_and_counts_failures(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    async with receiver_on() as rx:
+        study = await hold_study(
+            rx, tmp_path, HeldStudy("PHANTOM^GET", unique_id("QRG"), "20260105"), overlay=2
+        )
+        got = tmp_path / "got"
+        got.mkdir()
+        get = [
+            "/usr/bin/getscu",
+            "-v",
+            "-S",
+            "-aet",
+            "WORKSTATION",
+            "-aec",
+            AE_TITLE,
+            "-od",
+            str(got),
+        ]
+        done = await run_tool(
+            *get,
+            "127.0.0.1",
+            str(rx.port),
+            *dcm_keys(
+                "QueryRetrieveLevel=SERIES",
+                f"StudyInstanceUID={study.study_uid}",
+                f"SeriesInstanceUID={study.ct_series_uid}",
+            ),
+        )
+        assert done.returncode == 0, done.stderr
+        assert {str(dcmread(p).SOPInstanceUID) for p in got.iterdir()} == set(study.ct_sops)
+        # One result file lost on disk: that sub-operation fails, the rest complete (warning).
+        lost = rx.ctx.storage.result_path(study.job_id or 0, "overlay", study.overlay_sops[0])
+        os.unlink(lost)
+        again = await run_tool(
+            *get,
+            "127.0.0.1",
+            str(rx.port),
+            *dcm_keys(
+                "QueryRetrieveLevel=SERIES",
+                f"StudyInstanceUID={study.study_uid}",
+                f"SeriesInstanceUID={study.overlay_series_uid}",
+            ),
+        )
+    log = again.stdout + again.stderr
+    assert "Completed Suboperations : 1" in log and "Failed Suboperations    : 1" in log, log
+    assert "Warning" in log, log
+
+
+async def test_cget_cancel_stops_the_remaining_sub_operations(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    async with receiver_on() as rx:
+        study = await hold_study(
+            rx, tmp_path, HeldStudy("PHANTOM^CANCEL", unique_id("QRC"), "20260105"), slices=5
+        )
+
+        def get_and_cancel() -> list[tuple[int, int | None, int | None]]:
+            ae = AE(ae_title="WORKSTATION")
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+            ae.add_requested_context(CTImageStorage)
+            stored: list[str] = []
+            holder: dict[str, object] = {}
+
+            def on_store(event):
+                stored.append(str(event.request.AffectedSOPInstanceUID))
+                if len(stored) == 1:
+                    assoc = holder["assoc"]
+                    cx = next(
+                        c
+                        for c in assoc.accepted_contexts  # type: ignore[attr-defined]
+                        if c.abstract_syntax == StudyRootQueryRetrieveInformationModelGet
+                    )
+                    assoc.send_c_cancel(7, cx.context_id)  # type: ignore[attr-defined]
+                return 0x0000
+
+            from pynetdicom import evt
+
+            assoc = ae.associate(
+                "127.0.0.1",
+                rx.port,
+                ae_title=AE_TITLE,
+                ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                evt_handlers=[(evt.EVT_C_STORE, on_store)],
+            )
+            holder["assoc"] = assoc
+            assert assoc.is_established
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel = "SERIES"
+            identifier.StudyInstanceUID = study.study_uid
+            identifier.SeriesInstanceUID = study.ct_series_uid
+            try:
+                return [
+                    (
+                        int(status.Status),
+                        status.get("NumberOfCompletedSuboperations"),
+                        status.get("NumberOfRemainingSuboperations"),
+                    )
+                    for status, _ in assoc.send_c_get(
+                        identifier, StudyRootQueryRetrieveInformationModelGet, msg_id=7
+                    )
+                ]
+            finally:
+                assoc.release()
+
+        answers = await asyncio.to_thread(get_and_cancel)
+    assert answers[-1][0] == 0xFE00, answers
+    assert answers[-1][1] is not None and answers[-1][1] < 5
+    assert answers[-1][2] is not None and answers[-1][2] > 0
+
+
+async def test_result_storage_classes_are_not_accepted_for_c_store(
+    receiver_on: ReceiverFactory,
+) -> None:
+    async with receiver_on() as rx:
+
+        def contexts(with_role: bool) -> set[str]:
+            ae = AE(ae_title="MODALITY1")
+            ae.add_requested_context(SecondaryCaptureImageStorage)
+            ae.add_requested_context(PatientRootQueryRetrieveInformationModelFind)
+            roles: list[Any] = (
+                [build_role(SecondaryCaptureImageStorage, scp_role=True)] if with_role else []
+            )
+            assoc = ae.associate("127.0.0.1", rx.port, ae_title=AE_TITLE, ext_neg=roles)
+            try:
+                return {str(c.abstract_syntax) for c in assoc.accepted_contexts}
+            finally:
+                assoc.release()
+
+        plain = await asyncio.to_thread(contexts, False)
+        for_get = await asyncio.to_thread(contexts, True)
+    assert plain == {PatientRootQueryRetrieveInformationModelFind}
+    assert for_get == {PatientRootQueryRetrieveInformationModelFind, SecondaryCaptureImageStorage}
