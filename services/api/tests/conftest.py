@@ -9,9 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 
 from pulmogate.api.app import create_app
+from pulmogate.common import credentials
 from pulmogate.common.api_tokens import issue_token
 from pulmogate.common.bus import Bus, make_bus
 from pulmogate.common.credentials import hash_password
@@ -30,6 +32,14 @@ from pulmogate.common.runtime import Context
 from pulmogate.common.settings import Settings
 from pulmogate.common.storage import Storage
 from services.api.tests.rows import PATIENT_ID, PATIENT_NAME, T0, MakeJob
+
+
+@pytest.fixture(autouse=True)
+def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real argon2id with test-sized cost (production parameters: test_credentials.py)."""
+    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(credentials, "_hasher", hasher)
+    monkeypatch.setattr(credentials, "_DUMMY_HASH", hasher.hash("not a password anyone has"))
 
 
 @pytest.fixture(scope="module")

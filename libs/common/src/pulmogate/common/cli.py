@@ -10,6 +10,8 @@ from pulmogate.common.settings import Settings
 app = typer.Typer(help="PulmoGate: chest CT lung lesion analysis gateway.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+user_app = typer.Typer(help="Users who sign in to the API and the web UI.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 
 ALL_SERVICES = ["receiver", "router", "inference", "sender", "api"]
 
@@ -47,6 +49,46 @@ def db_upgrade() -> None:
 
     upgrade(Settings().effective_database_url)
     typer.echo("database schema is up to date")
+
+
+@user_app.command("create")
+def user_create(
+    username: str = typer.Argument(..., help="Sign-in name"),
+    admin: bool = typer.Option(False, "--admin", help="Give the admin role"),
+    role: str = typer.Option("", help="admin, operator or viewer (default viewer; --admin: admin)"),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from stdin instead of a prompt"
+    ),
+) -> None:
+    """Create a user in the configured database (prompts for the password twice)."""
+    import re
+    import sys
+
+    from pulmogate.common.credentials import WeakPassword
+    from pulmogate.common.db.accounts import Role
+    from pulmogate.common.users import USERNAME_PATTERN, UserExists, create_user_in
+
+    if not re.match(USERNAME_PATTERN, username):
+        typer.echo("username: letters, digits and . _ @ - only (up to 64)", err=True)
+        raise typer.Exit(2)
+    try:
+        chosen = Role(role) if role else (Role.ADMIN if admin else Role.VIEWER)
+    except ValueError:
+        typer.echo(f"unknown role {role!r}: admin, operator or viewer", err=True)
+        raise typer.Exit(2) from None
+    if admin and chosen != Role.ADMIN:
+        typer.echo("--admin contradicts --role", err=True)
+        raise typer.Exit(2)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        asyncio.run(create_user_in(Settings(), username, password, chosen))
+    except (UserExists, WeakPassword) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"user {username} created with the {chosen} role")
 
 
 @app.command()

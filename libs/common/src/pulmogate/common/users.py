@@ -26,7 +26,7 @@ async def create_user(
     password: str,
     role: Role,
     *,
-    actor: User | None = None,
+    actor_id: int | None = None,
     actor_name: str = "",
 ) -> User:
     """Add a user (password hashed with argon2) and audit it; raises UserExists, WeakPassword."""
@@ -37,8 +37,8 @@ async def create_user(
     await session.flush()
     audit.record(
         session,
-        user_id=actor.id if actor else None,
-        username=actor.username if actor else actor_name,
+        user_id=actor_id,
+        username=actor_name,
         action="user.create",
         target=f"user {user.id} {username}",
         details={"role": str(role)},
@@ -74,3 +74,22 @@ async def has_users(db: Database) -> bool:
     """Whether anyone can sign in yet."""
     async with db.sessions() as session:
         return bool(await session.scalar(select(func.count()).select_from(User)))
+
+
+async def create_user_in(settings: Settings, username: str, password: str, role: Role) -> None:
+    """``pulmogate user create``: add a user to the configured database.
+
+    The embedded SQLite database is migrated first, as ``pulmogate up`` does; a server
+    database is migrated by ``pulmogate db upgrade``.
+    """
+    from pulmogate.common.db.migrate import upgrade_async
+
+    url = settings.effective_database_url
+    if not settings.database_url:
+        await upgrade_async(url)
+    db = Database(url)
+    try:
+        async with db.session() as session:
+            await create_user(session, username, password, role, actor_name="cli")
+    finally:
+        await db.dispose()
