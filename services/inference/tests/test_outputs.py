@@ -48,7 +48,7 @@ def make_case(tmp_path: Path, *, slices: int = 20, size: int = 128) -> tuple[Vol
     """A phantom CT series written and read back as a Volume, with its exact analysis."""
     phantom = make_phantom(slices=slices, size=size, involvement=0.3, seed=3)
     paths = write_series(phantom, tmp_path / "ct", patient_id="PG-OUT-1")
-    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    headers: list[pydicom.Dataset] = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     for header in headers:  # a Cyrillic name must survive into every output
         header.SpecificCharacterSet = "ISO_IR 192"
         header.PatientName = "Иванов^Иван"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -11,8 +11,11 @@ from pulmogate.common.refusals import Refusal, RefusalCode
 from pulmogate.inference.segment.base import Segmenter
 from pulmogate.inference.volume import Volume
 
-NOISE_FLOOR_PERCENT = 1.0  # below this involvement the finding is CT-0 (see models/qct.md)
+NOISE_FLOOR_PERCENT = 1.0  # below this involvement the finding is CT-0 (models/qct.toml, [grading])
 MIN_LUNG_ML = 100.0  # less aerated lung than this is not a chest CT we can analyse
+MIN_LUNG_SHARE = 0.2  # on its fullest slice, a chest's lungs fill more of it than this
+BODY_ABOVE_HU = -500.0  # tissue denser than this is counted as body in the share above
+SEGMENT_MAX_VOXELS = 80 * 2**20  # larger volumes are segmented on averaged slices (memory)
 GRADE_UPPER_BOUNDS = (25.0, 50.0, 75.0)  # CT-1 < 25 <= CT-2 < 50 <= CT-3 < 75 <= CT-4
 
 
@@ -79,18 +82,69 @@ def _figures(lung: np.ndarray, lesions: np.ndarray, voxel_ml: float) -> Figures:
     )
 
 
-def default_segmenter() -> Segmenter:
-    """The qct model (one instance per process: its ONNX sessions are cached anyway)."""
-    from pulmogate.inference.segment.qct import QctSegmenter
+def lung_share(hu: np.ndarray, lungs: np.ndarray) -> float:
+    """The largest per-slice share of lung in lung plus tissue (bowel gas has a small one)."""
+    lung_area = np.count_nonzero(lungs, axis=(1, 2))
+    tissue_area = np.count_nonzero((hu > BODY_ABOVE_HU) & (lungs == 0), axis=(1, 2))
+    shares = lung_area / np.maximum(lung_area + tissue_area, 1)
+    return float(shares.max()) if shares.size else 0.0
 
-    return QctSegmenter()
+
+_segmenters: dict[tuple[str, str], Segmenter] = {}
 
 
-def analyse(volume: Volume, segmenter: Segmenter | None = None) -> Analysis:
+def default_segmenter(model: str = "qct", providers: str = "auto") -> Segmenter:
+    """The segmenter of a model card, created and warmed up once per process."""
+    from pulmogate.inference.segment import load_segmenter
+
+    key = (model, providers)
+    if key not in _segmenters:
+        _segmenters[key] = load_segmenter(model, providers)
+    return _segmenters[key]
+
+
+def _coarse(volume: Volume, factor: int) -> Volume:
+    """The volume with each run of ``factor`` slices averaged into one (for segmenting)."""
+    nz = volume.hu.shape[0]
+    groups = -(-nz // factor)
+    hu = np.empty((groups, *volume.hu.shape[1:]), np.int16)
+    for g in range(groups):
+        block = volume.hu[g * factor : (g + 1) * factor]
+        hu[g] = np.rint(block.mean(axis=0, dtype=np.float32))
+    return replace(
+        volume,
+        hu=hu,
+        spacing=(volume.spacing[0] * factor, volume.spacing[1], volume.spacing[2]),
+        positions=volume.positions[::factor],
+    )
+
+
+def segment_within(
+    volume: Volume, segmenter: Segmenter, max_voxels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segment; a volume over ``max_voxels`` is segmented on averaged slices, masks repeated.
+
+    Keeps very long series (1000 thin slices) inside the memory target: the masks keep
+    the input's shape, at the z resolution of the averaged slices.
+    """
+    nz = volume.hu.shape[0]
+    factor = -(-volume.hu.size // max_voxels)
+    if factor <= 1:
+        return segmenter.segment(volume)
+    lungs, lesions = segmenter.segment(_coarse(volume, factor))
+    return (
+        np.repeat(lungs, factor, axis=0)[:nz],
+        np.repeat(lesions, factor, axis=0)[:nz],
+    )
+
+
+def analyse(
+    volume: Volume, segmenter: Segmenter | None = None, *, max_voxels: int = SEGMENT_MAX_VOXELS
+) -> Analysis:
     """Segment, quantify and grade one volume; refuse it (NO_LUNGS) if no lungs are found."""
     segmenter = segmenter or default_segmenter()
     started = time.perf_counter()
-    lungs, lesions = segmenter.segment(volume)
+    lungs, lesions = segment_within(volume, segmenter, max_voxels)
     segmented = time.perf_counter()
     lesions = np.where(lungs > 0, lesions, 0).astype(np.uint8)
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
@@ -105,7 +159,14 @@ def analyse(volume: Volume, segmenter: Segmenter | None = None) -> Analysis:
         raise Refusal(
             RefusalCode.NO_LUNGS,
             f"found {total.lung_ml:.0f} ml of lung, at least {MIN_LUNG_ML:.0f} ml is needed "
-            "(is this a chest CT?)",
+            "(not a chest CT?)",
+        )
+    share = lung_share(volume.hu, lungs)
+    if share < MIN_LUNG_SHARE:
+        raise Refusal(
+            RefusalCode.NO_LUNGS,
+            f"the air-filled regions found fill at most {100 * share:.0f} % of a slice's body "
+            f"cross-section, lungs fill over {100 * MIN_LUNG_SHARE:.0f} % (not a chest CT?)",
         )
     grade = max(grade_for(right.percent), grade_for(left.percent))
     return Analysis(

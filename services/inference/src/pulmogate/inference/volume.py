@@ -180,13 +180,16 @@ def load_volume(
     *,
     max_slice_thickness_mm: float = 2.5,
     min_slices: int = 16,
-    max_voxels: int = 1000 * 1024 * 1024,
+    max_voxels: int = 320 * 2**20,
 ) -> Volume:
     """Read, check, sort and decode one axial CT series into a Volume; raise Refusal if unfit.
 
     Slices are sorted by position along the slice normal (ascending: inferior to
     superior for a head-first supine LPS series). Gantry-tilted and non-axial series
-    are refused rather than resampled.
+    are refused rather than resampled: resampling would give the overlay and SEG a voxel
+    grid that is not the source's, so viewers could not link them slice by slice.
+    ``max_voxels`` (default 1280 slices of 512 x 512, 640 MiB of int16) is checked from
+    the headers, before any pixel data is decoded.
     """
     if not sources:
         raise Refusal(RefusalCode.TOO_FEW_SLICES, "the series has no slices")
@@ -249,6 +252,13 @@ def load_volume(
             RefusalCode.SLICE_TOO_THICK,
             f"{source} {thickness:.1f} mm exceeds the {max_slice_thickness_mm:g} mm limit",
         )
+    if not steps.size:  # one slice: its thickness is the only z extent there is
+        if thickness_value in (None, ""):
+            raise Refusal(
+                RefusalCode.INCONSISTENT_GEOMETRY,
+                "a single slice without SliceThickness has no z extent",
+            )
+        median_step = thickness
     if median_step > max_slice_thickness_mm + 1e-6:
         raise Refusal(
             RefusalCode.SLICE_TOO_THICK,

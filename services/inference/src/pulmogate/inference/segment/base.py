@@ -18,6 +18,10 @@ class Segmenter(Protocol):
     version: str
     card: str  # path or text of the model card
 
+    def warm_up(self) -> None:
+        """Create the inference sessions and run them once on a small input."""
+        ...
+
     def segment(self, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
         """Return (lungs, lesions), both uint8 arrays shaped like ``volume.hu``."""
         ...

@@ -22,16 +22,24 @@ _lock = threading.Lock()
 
 
 def providers_for(setting: str = "auto") -> list[str]:
-    """Execution providers for a setting: auto uses CUDA when onnxruntime has it, else CPU."""
+    """Execution providers for a setting, in order of preference, CPU always last.
+
+    auto uses CUDA when this onnxruntime build has it. cuda or tensorrt where the build
+    lacks them falls back to the CPU with a warning (the service keeps working, slower);
+    onnxruntime itself runs any operator a GPU provider cannot on the CPU.
+    """
     if setting not in PROVIDER_SETTINGS:
         raise ValueError(f"execution provider must be one of {PROVIDER_SETTINGS}, not {setting!r}")
     available = set(ort.get_available_providers())
     if setting == "auto":
         setting = "cuda" if "CUDAExecutionProvider" in available else "cpu"
     wanted = _PROVIDERS[setting]
-    missing = [p for p in wanted if p not in available]
-    if setting != "cpu" and wanted[0] in missing:
-        raise RuntimeError(f"{wanted[0]} is not available in this onnxruntime build ({available})")
+    if wanted[0] not in available:
+        log.warning(
+            "%s is not available in this onnxruntime build (%s); running on the CPU",
+            wanted[0],
+            ", ".join(sorted(available)),
+        )
     return [p for p in wanted if p in available]
 
 

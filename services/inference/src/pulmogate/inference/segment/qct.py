@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cc3d
 import numpy as np
 from scipy import ndimage
 
+from pulmogate.inference.segment.card import MODELS_DIR, ModelCard, load_card
 from pulmogate.inference.segment.masks import (
     bounding_box,
     fill_holes_slicewise,
@@ -18,12 +18,17 @@ from pulmogate.inference.segment.masks import (
     remove_small,
 )
 from pulmogate.inference.segment.onnx_runtime import cached_session
-from pulmogate.inference.segment.qct_graph import build_bands_graph, build_lung_growth_graph
+from pulmogate.inference.segment.qct_graph import (
+    Bands,
+    build_bands_graph,
+    build_lung_growth_graph,
+)
 
 if TYPE_CHECKING:
     from pulmogate.inference.volume import Volume
 
-CARD_PATH = Path(__file__).resolve().parent.parent / "models" / "qct.md"
+CARD_PATH = MODELS_DIR / "qct.toml"
+BANDS_SLAB = 32  # slices per run of the (in-plane) bands graph
 AIRWAY_MAX_SHARE = 0.05  # a dark component touching an end slice is an airway if this small
 
 
@@ -41,13 +46,33 @@ class QctSettings:
 class QctSegmenter:
     """Lungs from the aerated region, lesions from Lung CT Analyzer HU bands; no trained weights."""
 
-    name = "pulmogate-qct"
-    version = "1.0.0"
-    card = str(CARD_PATH)
-
-    def __init__(self, providers: str = "auto", settings: QctSettings | None = None) -> None:
+    def __init__(
+        self,
+        providers: str = "auto",
+        settings: QctSettings | None = None,
+        card: ModelCard | None = None,
+    ) -> None:
+        self.model_card = card or load_card(CARD_PATH)
+        self.name = self.model_card.name
+        self.version = self.model_card.version
+        self.card = str(self.model_card.path)
         self.providers = providers
-        self.settings = settings or QctSettings()
+        grading = self.model_card.raw.get("grading", {})
+        self.settings = settings or QctSettings(
+            min_ggo_mm3=float(grading.get("min_ground_glass_mm3", 20.0)),
+            min_consolidation_mm3=float(grading.get("min_consolidation_mm3", 30.0)),
+        )
+        self.bands = Bands.from_card(self.model_card.raw.get("bands_hu", {}))
+
+    def warm_up(self) -> None:
+        """Create the bands session and run it once on a small block of air and tissue."""
+        block = np.full((2, 16, 16), -1000, np.int16)
+        block[:, 4:12, 4:12] = 40
+        self._bands(block)
+
+    def lesions_in(self, volume: Volume, lungs: np.ndarray) -> np.ndarray:
+        """Ground-glass and consolidation by HU bands inside given lungs (for other models)."""
+        return self._lesions(lungs, self._bands(volume.hu), volume.spacing)
 
     def segment(self, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
         """Return (lungs, lesions) uint8 masks shaped like the volume."""
@@ -70,10 +95,20 @@ class QctSegmenter:
 
     def _bands(self, hu: np.ndarray) -> dict[str, np.ndarray]:
         """Run the bands graph: air, dark air, body, ground-glass and consolidation masks."""
-        session = cached_session("qct-bands", build_bands_graph, self.providers)
+        bands = self.bands
+        session = cached_session(
+            f"qct-bands-{bands.key}", lambda: build_bands_graph(bands), self.providers
+        )
         names = [o.name for o in session.get_outputs()]
-        values = session.run(names, {"hu": hu[None, None].astype(np.float32)})
-        return {n: v[0, 0] for n, v in zip(names, values, strict=True)}
+        out = {n: np.empty(hu.shape, bool) for n in names}
+        # Every operation of the bands graph is in-plane, so slabs of slices give the
+        # same masks as the whole volume, with a fraction of the float32 working memory.
+        for start in range(0, hu.shape[0], BANDS_SLAB):
+            slab = hu[start : start + BANDS_SLAB][None, None].astype(np.float32)
+            values = session.run(names, {"hu": slab})
+            for name, value in zip(names, values, strict=True):
+                out[name][start : start + BANDS_SLAB] = value[0, 0]
+        return out
 
     def _grow(
         self,

@@ -2,18 +2,54 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import onnx
 from onnx import TensorProto, helper
 
 OPSET = 17
-VOLUME_SHAPE = [1, "channels", "z", "y", "x"]
+VOLUME_SHAPE: list[str | int | None] = [1, "channels", "z", "y", "x"]
 
-# Hounsfield bands (Lung CT Analyzer defaults; see models/qct.md).
-AIR_BELOW_HU = -400.0  # aerated lung and air: below the "collapsed" band
-DARK_AIR_BELOW_HU = -950.0  # airway lumen and outside air (emphysema band floor)
-BODY_ABOVE_HU = -500.0
-GGO_BAND_HU = (-750.0, -400.0)  # "infiltrated"
-CONSOLIDATION_BAND_HU = (-400.0, 0.0)  # "collapsed"
+
+@dataclass(frozen=True)
+class Bands:
+    """Hounsfield bands (Lung CT Analyzer defaults; the card models/qct.toml may set them)."""
+
+    air_below: float = -400.0  # aerated lung and air: below the "collapsed" band
+    dark_air_below: float = -950.0  # airway lumen and outside air (emphysema band floor)
+    body_above: float = -500.0
+    ground_glass: tuple[float, float] = (-750.0, -400.0)  # "infiltrated"
+    consolidation: tuple[float, float] = (-400.0, 0.0)  # "collapsed"
+
+    @classmethod
+    def from_card(cls, table: dict[str, Any]) -> Bands:
+        """Bands from a card's [bands_hu] table; missing entries keep the defaults."""
+        default = cls()
+        ggo = table.get("ground_glass", default.ground_glass)
+        consolidation = table.get("consolidation", default.consolidation)
+        return cls(
+            air_below=float(table.get("air_below", default.air_below)),
+            dark_air_below=float(table.get("dark_air_below", default.dark_air_below)),
+            body_above=float(table.get("body_above", default.body_above)),
+            ground_glass=(float(ggo[0]), float(ggo[1])),
+            consolidation=(float(consolidation[0]), float(consolidation[1])),
+        )
+
+    @property
+    def key(self) -> str:
+        """A short text that tells sessions built from different bands apart."""
+        return ",".join(
+            f"{v:g}"
+            for v in (
+                self.air_below,
+                self.dark_air_below,
+                self.body_above,
+                *self.ground_glass,
+                *self.consolidation,
+            )
+        )
 
 
 MAX_POOL_PIECE = 9  # a box of size a+b-1 is a box of a then one of b; short ones run faster
@@ -42,7 +78,7 @@ class _Graph:
         self._count += 1
         return f"{stem}_{self._count}"
 
-    def op(self, op_type: str, inputs: list[str], **attributes: object) -> str:
+    def op(self, op_type: str, inputs: list[str], **attributes: Any) -> str:
         out = self.name(op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attributes))
         return out
@@ -88,11 +124,17 @@ class _Graph:
     def output(self, x: str, name: str) -> None:
         self.nodes.append(helper.make_node("Identity", [x], [name]))
 
-    def model(self, name: str, inputs: list[str], outputs: dict[str, int]) -> onnx.ModelProto:
+    def model(
+        self,
+        name: str,
+        inputs: list[str],
+        outputs: Mapping[str, int],
+        input_type: int = TensorProto.FLOAT,
+    ) -> onnx.ModelProto:
         graph = helper.make_graph(
             self.nodes,
             name,
-            [helper.make_tensor_value_info(i, TensorProto.FLOAT, VOLUME_SHAPE) for i in inputs],
+            [helper.make_tensor_value_info(i, input_type, VOLUME_SHAPE) for i in inputs],
             [helper.make_tensor_value_info(o, t, VOLUME_SHAPE) for o, t in outputs.items()],
             initializer=self.initializers,
         )
@@ -103,20 +145,21 @@ class _Graph:
         return model
 
 
-def build_bands_graph() -> onnx.ModelProto:
+def build_bands_graph(bands: Bands | None = None) -> onnx.ModelProto:
     """hu (1,1,z,y,x) -> air, dark air, body, ground-glass and consolidation masks.
 
     Smoothing is a 3x3 in-plane mean; the lesion bands are opened with a 3x3 in-plane box
     so one-voxel rims (partial volume at the pleura and around vessels) drop out.
     """
+    bands = bands or Bands()
     g = _Graph()
     smooth = g.op(
         "AveragePool", ["hu"], kernel_shape=[1, 3, 3], pads=[0, 1, 1, 0, 1, 1], count_include_pad=0
     )
-    g.output(g.op("Less", [smooth, g.const(AIR_BELOW_HU)]), "air")
-    g.output(g.op("Less", [smooth, g.const(DARK_AIR_BELOW_HU)]), "dark")
-    g.output(g.op("Greater", ["hu", g.const(BODY_ABOVE_HU)]), "body")
-    for name, (low, high) in (("ggo", GGO_BAND_HU), ("consolidation", CONSOLIDATION_BAND_HU)):
+    g.output(g.op("Less", [smooth, g.const(bands.air_below)]), "air")
+    g.output(g.op("Less", [smooth, g.const(bands.dark_air_below)]), "dark")
+    g.output(g.op("Greater", ["hu", g.const(bands.body_above)]), "body")
+    for name, (low, high) in (("ggo", bands.ground_glass), ("consolidation", bands.consolidation)):
         opened = g.dilate(g.erode(g.band(smooth, low, high), (1, 3, 3)), (1, 3, 3))
         g.output(g.op("Greater", [opened, g.const(0.5)]), name)
     outputs = {k: TensorProto.BOOL for k in ("air", "dark", "body", "ggo", "consolidation")}
@@ -130,6 +173,7 @@ def build_lung_growth_graph(kernel: tuple[int, int, int], steps: int) -> onnx.Mo
     (z, y, x) box fills bays in the aerated lung; each of ``steps`` geodesic steps (a 3x5x5
     dilation kept inside ``allowed``) reaches one slice and two pixels further into
     consolidated lung connected to it. Voxels outside ``allowed`` are only ever the input's.
+    (float32 on purpose: onnxruntime's uint8 MaxPool measured 4x and float16 1.4x slower.)
     """
     g = _Graph()
     closed = g.erode_separable(g.dilate_separable("mask", kernel), kernel)
