@@ -1,0 +1,251 @@
+"""Each image's entry command starts from a fresh install of just that service's package.
+
+The images run ``pip install ./libs/common ./services/<service>`` into an empty virtualenv and
+start ``pulmogate <service>`` (ENTRYPOINT + CMD). Here the same two members are built into
+wheels (with their third-party dependencies, resolved by pip from PyPI as in a ``docker build``),
+installed with pip into a new virtualenv that sees neither the project's .venv nor its sources,
+and the entry command read from the Dockerfile is started against the real Postgres and
+RabbitMQ: the receiver answers C-ECHO, the api answers /healthz and /readyz, the bus workers log
+that they started; then SIGTERM (``docker stop``) must end each process cleanly.
+
+A fresh install costs about 10 s per service plus about 30 s for the wheelhouse, so CI runs the
+inference service only (the most third-party dependencies). All five:
+
+    PULMOGATE_FRESH_INSTALL=all .venv/bin/pytest tests/deploy/test_fresh_install.py
+
+(about 2.5 minutes on two busy cores; or name some: PULMOGATE_FRESH_INSTALL=api,receiver).
+Byte-compilation is skipped (``--no-compile``) for speed.
+"""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.deploy.manifests import ROOT, SERVICES, dockerfile_instructions
+from tests.fixtures.infra import PG_ADMIN_DSN, amqp_url, free_port
+
+__all__ = ["amqp_url"]
+
+_CHOSEN = os.environ.get("PULMOGATE_FRESH_INSTALL", "inference")
+SELECTED = SERVICES if _CHOSEN == "all" else [s for s in SERVICES if s in _CHOSEN.split(",")]
+ECHOSCU = "/usr/bin/echoscu"
+
+
+def pip(*args: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Wheels of libs/common, the selected services and everything they depend on."""
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    pip(
+        "wheel",
+        "-q",
+        "--wheel-dir",
+        str(folder),
+        "./libs/common",
+        *(f"./services/{s}" for s in SELECTED),
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def empty_database() -> Iterator[str]:
+    """A new Postgres database with no tables, for the migration the migrate container runs."""
+    name = f"fresh_{uuid.uuid4().hex[:10]}"
+    subprocess.run(["psql", PG_ADMIN_DSN, "-qc", f'CREATE DATABASE "{name}"'], check=True)
+    host = PG_ADMIN_DSN.rsplit("/", 1)[0].split("://", 1)[1]
+    yield f"postgresql+asyncpg://{host}/{name}"
+    subprocess.run(
+        ["psql", PG_ADMIN_DSN, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=False
+    )
+
+
+def entry_command(service: str) -> list[str]:
+    """ENTRYPOINT + CMD of the service's image (the last stage, i.e. the default target)."""
+    entrypoint: list[str] = []
+    cmd: list[str] = []
+    for keyword, args in dockerfile_instructions(
+        ROOT / "deploy" / "docker" / f"{service}.Dockerfile"
+    ):
+        if keyword == "FROM":
+            entrypoint, cmd = [], []
+        elif keyword == "ENTRYPOINT":
+            entrypoint = json.loads(args)
+        elif keyword == "CMD":
+            cmd = json.loads(args)
+    assert entrypoint, f"{service}.Dockerfile has no ENTRYPOINT"
+    return [*entrypoint, *cmd]
+
+
+def fresh_install(service: str, wheelhouse: Path, folder: Path) -> Path:
+    """A new virtualenv holding pulmogate-common, pulmogate-<service> and their dependencies."""
+    venv = folder / "venv"
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base_python, "-m", "venv", "--without-pip", str(venv)], check=True)
+    pip(
+        "--python", str(venv / "bin" / "python"), "install", "-q", "--no-compile", "--no-index",
+        "--find-links", str(wheelhouse), f"pulmogate-{service}",
+    )  # fmt: skip
+    return venv
+
+
+def clean_env(venv: Path, **settings: str) -> dict[str, str]:
+    """The process environment of a container: no project paths, only PULMOGATE_* settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PULMOGATE_", "PYTHON", "VIRTUAL_ENV"))
+    }
+    env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({f"PULMOGATE_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+class Running:
+    """A started entry command whose output is collected line by line."""
+
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+
+    def events(self) -> list[dict[str, object]]:
+        parsed = []
+        for line in list(self.lines):
+            try:
+                parsed.append(json.loads(line))
+            except ValueError:
+                continue
+        return parsed
+
+    def wait_for(self, ready: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "exited early:\n" + "\n".join(self.lines[-40:])
+            if ready():
+                return
+            time.sleep(0.5)
+        pytest.fail("not ready in time:\n" + "\n".join(self.lines[-40:]))
+
+    def stop(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+
+def _echo(port: int) -> bool:
+    result = subprocess.run(
+        [ECHOSCU, "-aec", "PULMOGATE", "127.0.0.1", str(port)],
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def _ready_http(port: int) -> bool:
+    try:
+        return all(
+            httpx.get(f"http://127.0.0.1:{port}{path}", timeout=3).status_code == 200
+            for path in ("/healthz", "/readyz")
+        )
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("service", SELECTED)
+def test_image_entry_command_starts_from_a_fresh_install(
+    service: str, wheelhouse: Path, empty_database: str, amqp_url: str, tmp_path: Path
+) -> None:
+    venv = fresh_install(service, wheelhouse, tmp_path)
+    python = str(venv / "bin" / "python")
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", python, "list", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    pulmogate_dists = sorted(
+        p["name"] for p in json.loads(installed) if p["name"].startswith("pulmogate")
+    )
+    assert pulmogate_dists == sorted(["pulmogate-common", f"pulmogate-{service}"])
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    dicom_port, api_port = free_port(), free_port()
+    env = clean_env(
+        venv,
+        data_dir=str(data_dir),
+        database_url=empty_database,
+        broker_url=amqp_url,
+        dicom_host="127.0.0.1",
+        dicom_port=str(dicom_port),
+        api_host="127.0.0.1",
+        api_port=str(api_port),
+        execution_provider="cpu",
+        log_format="json",
+    )
+    # What the migrate container (compose) / Job (k8s) runs before any service starts.
+    migrate = subprocess.run(
+        ["pulmogate", "db", "upgrade"],
+        env=env,
+        cwd=data_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+
+    command = entry_command(service)
+    assert command == ["pulmogate", service]
+    running = Running(command, env, cwd=data_dir)
+    try:
+        running.wait_for(
+            lambda: any(
+                e.get("event") == "service started" and e.get("service") == service
+                for e in running.events()
+            ),
+            timeout=120,
+        )
+        if service == "receiver":
+            running.wait_for(lambda: _echo(dicom_port), timeout=30)
+        if service == "api":
+            running.wait_for(lambda: _ready_http(api_port), timeout=30)
+    finally:
+        code = running.stop()
+    assert code == 0, "\n".join(running.lines[-40:])
+    assert "Traceback" not in "\n".join(running.lines), shlex.join(command)
