@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from pulmogate.common.refusals import RefusalCode
-from pulmogate.router.checks import check_license, check_series
+from pulmogate.router.checks import check_series
 
 
 @dataclass
@@ -60,10 +60,6 @@ def test_inconsistent_matrix_and_spacing_are_named() -> None:
 def test_equal_spacings_written_differently_are_consistent() -> None:
     slices = [Slice(pixel_spacing="0.70\\0.7")] * 10 + [Slice(pixel_spacing="0.7\\0.70")] * 10
     assert check(slices) is None
-
-
-def test_license_hook_refuses_nothing_until_licenses_exist() -> None:
-    assert check_license(object()) is None
 
 
 def test_thickness_keeps_its_precision_in_the_message() -> None:

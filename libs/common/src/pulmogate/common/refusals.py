@@ -21,6 +21,7 @@ class RefusalCode(StrEnum):
     NO_MATCHING_RULE = "NO_MATCHING_RULE"
     NO_LICENSE = "NO_LICENSE"
     LICENSE_EXPIRED = "LICENSE_EXPIRED"
+    LICENSE_DAILY_LIMIT = "LICENSE_DAILY_LIMIT"
 
 
 class Refusal(Exception):

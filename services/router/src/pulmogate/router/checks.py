@@ -94,12 +94,3 @@ def check_series(
         or check_slice_count(instances, min_slices)
         or check_geometry(instances)
     )
-
-
-def check_license(series: object) -> Refusal | None:
-    """Refusal (NO_LICENSE / LICENSE_EXPIRED) when analysis is not licensed; None when it is.
-
-    A hook, not implemented yet: the licenses issue fills it in. Until then every series
-    passes; no license is faked or assumed here.
-    """
-    return None

@@ -21,7 +21,8 @@ from pulmogate.common.metrics import JOBS_FINISHED
 from pulmogate.common.outbox import enqueue
 from pulmogate.common.refusals import Refusal, RefusalCode
 from pulmogate.common.settings import Settings
-from pulmogate.router.checks import check_license, check_series
+from pulmogate.router.checks import check_series
+from pulmogate.router.license import check_license
 from pulmogate.router.rules import rule_for
 
 log = structlog.get_logger("pulmogate.router")
@@ -31,6 +32,7 @@ SERVICE = "router"
 REFUSAL_STATUS = {
     RefusalCode.NO_LICENSE: JobStatus.NO_LICENSE,
     RefusalCode.LICENSE_EXPIRED: JobStatus.LICENSE_EXPIRED,
+    RefusalCode.LICENSE_DAILY_LIMIT: JobStatus.NO_LICENSE,
 }
 
 
@@ -69,7 +71,7 @@ async def route_series(session: AsyncSession, series: Series, settings: Settings
         instances,
         max_slice_thickness_mm=settings.max_slice_thickness_mm,
         min_slices=settings.min_slices,
-    ) or check_license(series)
+    ) or await check_license(session, series, settings)
     if refusal is not None:
         status = REFUSAL_STATUS.get(refusal.code, JobStatus.REJECTED)
         _finish(session, job, status, refusal.code, refusal.message)
