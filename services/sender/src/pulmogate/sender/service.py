@@ -44,6 +44,7 @@ class SenderService:
     def __init__(self) -> None:
         self.ctx: Context | None = None
         self._sending: set[int] = set()
+        self._attempts: set[asyncio.Task[None]] = set()
 
     async def start(self, ctx: Context) -> None:
         """Re-announce deliveries a crash left in SENDING, subscribe, start the safety net."""
@@ -65,10 +66,13 @@ class SenderService:
             log.info("delivery already being sent here, ignoring duplicate", id=delivery_id)
             return
         self._sending.add(delivery_id)
-        try:
-            await self._attempt(delivery_id)
-        finally:
-            self._sending.discard(delivery_id)
+        attempt = asyncio.create_task(self._attempt(delivery_id))
+        self._attempts.add(attempt)
+        attempt.add_done_callback(lambda _t: self._sending.discard(delivery_id))
+        attempt.add_done_callback(self._attempts.discard)
+        # A consumer cancelled by a lost broker connection must not stop a running
+        # association: the redelivered message would start a second, concurrent one.
+        await asyncio.shield(attempt)
 
     async def _attempt(self, delivery_id: int) -> None:
         assert self.ctx is not None

@@ -1,0 +1,314 @@
+"""Crash recovery on the distributed deployment: five ``pulmogate`` processes on real
+Postgres and RabbitMQ; each test SIGKILLs one service at a chosen point (or cuts the
+broker's or the database's connections), restarts it, and checks that nothing
+acknowledged is lost, every job ends final and the destination keeps one copy of each
+output.
+
+The destination is a recording SCP (tests/reliability/recording_scp.py) that counts every
+C-STORE request; the modality is pynetdicom (tests/reliability/scu.py) so each instance's
+status is known.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pulmogate.common.phantom import make_phantom, write_series
+from tests.fixtures.gateway import Gateway, add_route, run_gateway
+from tests.reliability.faults import (
+    close_vhost_connections,
+    kill,
+    restart,
+    sql,
+    terminate_db_sessions,
+    wait_echo,
+    wait_until,
+)
+from tests.reliability.recording_scp import RecordingSCP, recording_scp
+from tests.reliability.scu import send_series, sop_uid
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = [["receiver"], ["router"], ["inference"], ["sender"], ["api"]]
+SLICES = 40
+SIZE = 128
+PATIENT_NAME = "PHANTOM^RELIABILITY"
+PATIENT_ID = "PGREL-7731-XQ"
+ENV = {
+    "PULMOGATE_MIN_SLICES": "16",
+    "PULMOGATE_DELIVERY_BACKOFF_INITIAL_S": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def destination() -> Iterator[RecordingSCP]:
+    with recording_scp() as scp:
+        yield scp
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_url: str,
+    amqp_url: str,
+    destination: RecordingSCP,
+) -> Iterator[Gateway]:
+    tmp = tmp_path_factory.mktemp("gateway")
+    with run_gateway(tmp, SERVICES, database_url=pg_url, broker_url=amqp_url, extra_env=ENV) as gw:
+        add_route(gw, destination.port, dest_aet=destination.ae_title, name="recorder")
+        yield gw
+
+
+_seed = iter(range(100, 1000))
+
+
+def new_series(tmp_path: Path) -> list[Path]:
+    """A fresh small chest CT series (new study and series UIDs) with distinctive PHI."""
+    seed = next(_seed)
+    folder = tmp_path / f"ct{seed}"
+    write_series(
+        make_phantom(
+            slices=SLICES,
+            size=SIZE,
+            pixel_spacing_mm=2.8,
+            slice_thickness_mm=2.5,
+            involvement=0.3,
+            seed=seed,
+        ),
+        folder,
+        patient_name=PATIENT_NAME,
+        patient_id=PATIENT_ID,
+        seed=seed,
+    )
+    return sorted(folder.iterdir())
+
+
+def series_uid_of(files: list[Path]) -> str:
+    from pydicom import dcmread
+
+    return str(dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+
+
+def jobs_of(gw: Gateway, series_uid: str) -> list[dict[str, Any]]:
+    with gw.client() as client:
+        items = client.get("/api/v1/jobs", params={"limit": 100}).json()["items"]
+    return [j for j in items if j["series_uid"] == series_uid]
+
+
+def wait_final_job(gw: Gateway, series_uid: str, timeout: float = 120.0) -> dict[str, Any]:
+    """Wait for the series' job(s) to be final; return the job's detail."""
+    jobs = gw.wait_for_job(
+        lambda items: (
+            [j for j in items if j["series_uid"] == series_uid]
+            and all(
+                j["status"] in {"done", "failed", "rejected", "ignored"}
+                for j in items
+                if j["series_uid"] == series_uid
+            )
+        ),
+        timeout=timeout,
+    )
+    mine = [j for j in jobs if j["series_uid"] == series_uid]
+    assert len(mine) == 1, f"expected exactly one job for the series: {mine}"
+    with gw.client() as client:
+        detail: dict[str, Any] = client.get(f"/api/v1/jobs/{mine[0]['id']}").json()
+    return detail
+
+
+def assert_stored(gw: Gateway, pg_url: str, series_uid: str, acknowledged: set[str]) -> None:
+    """Every acknowledged instance has its row and its file."""
+    rows = sql(
+        pg_url,
+        "SELECT i.sop_instance_uid, i.path FROM instances i JOIN series s ON s.id = i.series_id "
+        f"WHERE s.series_uid = '{series_uid}'",
+    )
+    stored = {uid: Path(path) for uid, path in rows}
+    assert acknowledged <= set(stored), f"lost: {sorted(acknowledged - set(stored))}"
+    missing = [uid for uid in acknowledged if not stored[uid].is_file()]
+    assert not missing, f"rows without files: {missing}"
+    assert len(rows) == len(stored), "an instance has two rows"
+
+
+def assert_delivered_once(
+    job: dict[str, Any], destination: RecordingSCP, *, resend_allowed: bool = False
+) -> None:
+    """The job is done and the destination holds each output exactly once."""
+    assert job["status"] == "done", job
+    assert [d["status"] for d in job["deliveries"]] == ["delivered"], job["deliveries"]
+    outputs = {o["sop_instance_uid"] for o in job["outputs"]}
+    assert outputs and len(outputs) == len(job["outputs"]), job["outputs"]
+    assert set(destination.kept) >= outputs
+    received = destination.received(outputs)
+    assert set(received) == outputs
+    if not resend_allowed:
+        assert not destination.duplicates(outputs), destination.duplicates(outputs)
+
+
+def test_receiver_killed_mid_association_loses_no_acknowledged_instance(
+    gateway: Gateway, destination: RecordingSCP, pg_url: str, tmp_path: Path
+) -> None:
+    files = new_series(tmp_path)
+    series_uid = series_uid_of(files)
+    kill_after = SLICES // 2
+
+    def fault(index: int, status: int | None) -> bool:
+        if index == kill_after:
+            kill(gateway, "receiver")
+        return index > kill_after
+
+    first = send_series(gateway.dicom_port, files, after_each=fault)
+    assert len(first.acknowledged) == kill_after + 1, first.statuses
+    assert_stored(gateway, pg_url, series_uid, first.acknowledged)
+
+    restart(gateway, "receiver")
+    wait_echo(gateway)
+    # The PACS saw a broken association and resends the whole series.
+    second = send_series(gateway.dicom_port, files)
+    assert second.acknowledged == {sop_uid(f) for f in files}
+    job = wait_final_job(gateway, series_uid)
+    assert_stored(gateway, pg_url, series_uid, second.acknowledged)
+    assert_delivered_once(job, destination)
+
+
+def test_receiver_killed_after_the_last_response_before_announcing_completes_on_restart(
+    gateway: Gateway, destination: RecordingSCP, pg_url: str, tmp_path: Path
+) -> None:
+    files = new_series(tmp_path)
+    series_uid = series_uid_of(files)
+    # Keep the association open after the last response so completion cannot run yet.
+
+    def fault(index: int, _status: int | None) -> bool:
+        if index == len(files) - 1:
+            kill(gateway, "receiver")
+        return False
+
+    report = send_series(gateway.dicom_port, files, after_each=fault)
+    assert len(report.acknowledged) == SLICES
+    status = sql(pg_url, f"SELECT status FROM series WHERE series_uid = '{series_uid}'")
+    assert status == [["receiving"]], status
+    restart(gateway, "receiver")
+    wait_echo(gateway)
+    job = wait_final_job(gateway, series_uid)
+    assert_stored(gateway, pg_url, series_uid, report.acknowledged)
+    assert_delivered_once(job, destination)
+
+
+def test_router_killed_right_after_creating_the_job_reaches_done_once(
+    gateway: Gateway, destination: RecordingSCP, pg_url: str, tmp_path: Path
+) -> None:
+    files = new_series(tmp_path)
+    series_uid = series_uid_of(files)
+    report = send_series(gateway.dicom_port, files)
+    assert len(report.acknowledged) == SLICES
+
+    def job_created() -> bool:
+        return bool(
+            sql(
+                pg_url,
+                "SELECT j.id FROM jobs j JOIN series s ON s.id = j.series_id "
+                f"WHERE s.series_uid = '{series_uid}'",
+            )
+        )
+
+    wait_until(job_created, 60, "the router to create the job", step=0.02)
+    kill(gateway, "router")
+    restart(gateway, "router")
+    job = wait_final_job(gateway, series_uid)
+    assert_delivered_once(job, destination)
+
+
+def test_inference_killed_mid_analysis_is_analysed_again_and_delivered_once(
+    gateway: Gateway, destination: RecordingSCP, pg_url: str, tmp_path: Path
+) -> None:
+    files = new_series(tmp_path)
+    series_uid = series_uid_of(files)
+    send_series(gateway.dicom_port, files)
+
+    def analysing() -> bool:
+        return sql(
+            pg_url,
+            "SELECT j.status FROM jobs j JOIN series s ON s.id = j.series_id "
+            f"WHERE s.series_uid = '{series_uid}'",
+        ) == [["analysing"]]
+
+    wait_until(analysing, 60, "the analysis to start", step=0.02)
+    kill(gateway, "inference")
+    restart(gateway, "inference")
+    job = wait_final_job(gateway, series_uid)
+    assert job["attempts"] == 2, job["attempts"]
+    assert_delivered_once(job, destination)
+
+
+def test_sender_killed_mid_association_resends_and_the_destination_keeps_one_copy(
+    gateway: Gateway, destination: RecordingSCP, pg_url: str, tmp_path: Path
+) -> None:
+    files = new_series(tmp_path)
+    series_uid = series_uid_of(files)
+    before = len(destination.requests)
+    destination.delay_s = 0.2
+    try:
+        send_series(gateway.dicom_port, files)
+        wait_until(lambda: len(destination.requests) > before + 2, 90, "the first C-STOREs")
+        kill(gateway, "sender")
+    finally:
+        destination.delay_s = 0.0
+    restart(gateway, "sender")
+    job = wait_final_job(gateway, series_uid)
+    # At-least-once: the interrupted association is sent again in full; the SOP Instance
+    # UIDs are the same, so the PACS keeps one copy of each object.
+    assert_delivered_once(job, destination, resend_allowed=True)
+    outputs = {o["sop_instance_uid"] for o in job["outputs"]}
+    assert destination.duplicates(outputs), "the kill should have interrupted a delivery"
+    assert max(destination.duplicates(outputs).values()) == 2
+
+
+def test_broker_connections_cut_while_announcing_and_while_sending_lose_and_duplicate_nothing(
+    gateway: Gateway, destination: RecordingSCP, amqp_url: str, tmp_path: Path
+) -> None:
+    files = new_series(tmp_path)
+    series_uid = series_uid_of(files)
+    before = len(destination.requests)
+    send_series(gateway.dicom_port, files)
+    # Cut 1: the series is about to be announced (quiet period of 1 s).
+    assert close_vhost_connections(amqp_url) >= 4
+    destination.delay_s = 0.1
+    try:
+        # Cut 2: the sender is in the middle of its association with the destination.
+        wait_until(lambda: len(destination.requests) > before + 2, 90, "the first C-STOREs")
+        assert close_vhost_connections(amqp_url) >= 4
+    finally:
+        destination.delay_s = 0.0
+    job = wait_final_job(gateway, series_uid)
+    # The interrupted consumer's association was not abandoned and restarted.
+    assert_delivered_once(job, destination)
+
+
+def test_database_sessions_killed_during_a_run_lose_and_duplicate_nothing(
+    gateway: Gateway, destination: RecordingSCP, pg_url: str, tmp_path: Path
+) -> None:
+    files = new_series(tmp_path)
+    series_uid = series_uid_of(files)
+    report = send_series(
+        gateway.dicom_port,
+        files,
+        after_each=lambda i, _s: i == SLICES // 2 and terminate_db_sessions(pg_url) < 0,
+    )
+    # Instances answered with a failure may be resent; success means stored.
+    assert_stored(gateway, pg_url, series_uid, report.acknowledged)
+    unacked = [f for f in files if sop_uid(f) not in report.acknowledged]
+    if unacked:
+        send_series(gateway.dicom_port, unacked)
+    terminate_db_sessions(pg_url)
+    job = wait_final_job(gateway, series_uid)
+    assert_stored(gateway, pg_url, series_uid, {sop_uid(f) for f in files})
+    assert_delivered_once(job, destination)
+
+
+def test_no_patient_name_or_id_in_any_service_log(gateway: Gateway) -> None:
+    """Runs last in this module: every study above carried the distinctive PHI."""
+    logs = gateway.logs()
+    assert "series complete" in logs and "delivered" in logs
+    for phi in (PATIENT_NAME, PATIENT_ID, "PHANTOM", "7731"):
+        assert phi not in logs, f"{phi!r} appears in the service logs"
