@@ -106,14 +106,32 @@ def test_unsuitable_series_are_rejected_with_their_reason(
     assert any(words in line["message"] for line in job["log"])
 
 
-def test_a_source_no_rule_matches_is_ignored_with_the_reason(
+def test_an_unnamed_sender_is_refused_at_association_with_the_reason_logged(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    folder = _series(tmp_path, "stranger")
-    assert storescu(gateway.dicom_port, folder, calling="STRANGER").returncode == 0
+    """accept_from=rules (the default): a calling AE no enabled rule names cannot send."""
+    folder = _series(tmp_path, "stranger", slices=4, size=64)
+    refused = storescu(gateway.dicom_port, folder, calling="STRANGER")
+    assert refused.returncode != 0
+    assert "Calling AE Title Not Recognized" in refused.stderr + refused.stdout
+    assert "'STRANGER' from 127.0.0.1 is not named by any enabled routing rule" in gateway.logs()
+
+
+def test_a_named_sender_whose_series_no_rule_matches_is_ignored_with_the_reason(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    with gateway.client() as client:
+        rule = {
+            "name": "visitor",
+            "source_ae_title": "VISITOR",
+            "series_description_filter": "^NO$",
+        }
+        assert client.post("/api/v1/rules", json=rule).status_code == 201
+    folder = _series(tmp_path, "visitor")
+    assert storescu(gateway.dicom_port, folder, calling="VISITOR").returncode == 0
     job = _job_for(gateway, _series_uid(folder))
     assert (job["status"], job["reason_code"]) == ("ignored", "NO_MATCHING_RULE"), job
-    assert "STRANGER" in job["reason"]
+    assert "VISITOR" in job["reason"]
 
 
 def test_a_corrupt_file_rejects_the_job_with_a_reason(gateway: Gateway, tmp_path: Path) -> None:

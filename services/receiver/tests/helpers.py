@@ -96,7 +96,7 @@ async def start_receiver(
         dicom_host="127.0.0.1",
         dicom_port=0,
         series_quiet_seconds=0.5,
-        **overrides,
+        **{"accept_from": "any", **overrides},
     )
     ctx = await open_context(settings, migrate=not database_url)
     service = ReceiverService()

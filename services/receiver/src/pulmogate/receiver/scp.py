@@ -22,9 +22,11 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.syntaxes import ACCEPTED_STORAGE_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
+from pulmogate.common.disk import watermark_refusal
 from pulmogate.common.metrics import INSTANCES_RECEIVED
 from pulmogate.common.storage import Storage, atomic_write
 from pulmogate.common.uids import is_valid_uid
+from pulmogate.receiver.policy import brings_images, enabled_sources, refusal
 from pulmogate.receiver.qr import QueryRetrieveSCP, add_query_retrieve_contexts
 from pulmogate.receiver.records import Peer, ReceivedInstance, record_instance, release_association
 
@@ -36,6 +38,8 @@ STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC210
 STATUS_PROCESSING_FAILURE = 0x0110
+STATUS_NOT_AUTHORIZED = 0x0124
+REJECT_PERMANENT, REJECT_SOURCE_USER, REJECT_CALLING_AE = 0x01, 0x01, 0x03
 
 DB_WAIT_S = 120.0
 REQUIRED_UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
@@ -102,8 +106,13 @@ class StoreSCP:
         storage: Storage,
         db: Database,
         loop: asyncio.AbstractEventLoop,
+        accept_from: str = "any",
+        disk_max_used_percent: float = 100.0,
     ) -> None:
         self.ae_title = ae_title
+        self.accept_from = accept_from
+        self.disk_max_used_percent = disk_max_used_percent
+        self._refused_assocs: set[int] = set()
         self.storage = storage
         self.db = db
         self.loop = loop
@@ -131,6 +140,7 @@ class StoreSCP:
         """Listen in pynetdicom's server thread."""
         handlers: list[Any] = [
             (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_ESTABLISHED, self.on_established),
             (evt.EVT_REJECTED, self.on_rejected),
@@ -165,6 +175,29 @@ class StoreSCP:
         """C-ECHO: always success."""
         return STATUS_SUCCESS
 
+    def on_requested(self, event: DicomEvent) -> None:
+        """Source policy: under ``rules`` a sender no enabled rule names is rejected here."""
+        if self.accept_from != "rules":
+            return
+        assoc = event.assoc
+        request = assoc.requestor.primitive
+        calling = str(getattr(request, "calling_ae_title", "") or "").strip()
+        peer_ip = str(assoc.requestor.address)
+        try:
+            reason = refusal(self._wait(enabled_sources(self.db)), calling, peer_ip)
+        except Exception as exc:
+            reason = f"routing rules unavailable ({type(exc).__name__})"
+        if reason is None:
+            return
+        contexts = getattr(request, "presentation_context_definition_list", []) or []
+        if not brings_images(cx.abstract_syntax for cx in contexts):
+            with self._lock:
+                self._refused_assocs.add(id(assoc))
+            return
+        log.warning("association rejected", reason=reason, calling_ae=calling, peer_ip=peer_ip)
+        assoc.acse.send_reject(REJECT_PERMANENT, REJECT_SOURCE_USER, REJECT_CALLING_AE)
+        assoc.kill()  # as pynetdicom does for its own rejections: wait until the peer hung up
+
     def on_established(self, event: DicomEvent) -> None:
         """Log an accepted association with the presentation contexts it got."""
         assoc = event.assoc
@@ -197,6 +230,7 @@ class StoreSCP:
         """Released, aborted or dropped: the series it brought lose one open association."""
         with self._lock:
             series_ids = self._series_by_assoc.pop(id(event.assoc), {})
+            self._refused_assocs.discard(id(event.assoc))
         if series_ids:
             try:
                 self._wait(release_association(self.db, sorted(series_ids.values())))
@@ -206,6 +240,10 @@ class StoreSCP:
     def on_store(self, event: DicomEvent) -> int | Dataset:
         """C-STORE: file durably, commit the rows, then answer."""
         status: int | Dataset
+        refused = self._refused(event)
+        if refused is not None:
+            INSTANCES_RECEIVED.labels(status=f"0x{int(refused.Status):04X}").inc()
+            return refused
         try:
             status = self._store(event)
         except CannotUnderstand as exc:
@@ -224,6 +262,18 @@ class StoreSCP:
         code = status if isinstance(status, int) else int(status.Status)
         INSTANCES_RECEIVED.labels(status=f"0x{code:04X}").inc()
         return status
+
+    def _refused(self, event: DicomEvent) -> Dataset | None:
+        """A store the source policy or the disk watermark refuses, before anything is read."""
+        with self._lock:
+            not_allowed = id(event.assoc) in self._refused_assocs
+        if not_allowed:
+            return failure(STATUS_NOT_AUTHORIZED, "sender not named by any enabled rule")
+        full = watermark_refusal(self.storage.root, self.disk_max_used_percent)
+        if full is not None:
+            log.error("instance refused: disk watermark", reason=full)
+            return failure(STATUS_OUT_OF_RESOURCES, full)
+        return None
 
     def _store(self, event: DicomEvent) -> int:
         encoded = event.encoded_dataset(include_meta=True)

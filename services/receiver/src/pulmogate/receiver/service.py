@@ -38,6 +38,8 @@ class ReceiverService:
             storage=ctx.storage,
             db=ctx.db,
             loop=asyncio.get_running_loop(),
+            accept_from=settings.accept_from,
+            disk_max_used_percent=settings.disk_max_used_percent,
         )
         await asyncio.to_thread(self.scp.start, settings.dicom_host, settings.dicom_port)
         self._completion = ctx.spawn(
