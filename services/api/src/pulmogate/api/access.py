@@ -1,10 +1,6 @@
-"""Who may call the operations routes: operators change, viewers read."""
+"""Who may call the operations routes: operators change and test, viewers read."""
 
-from typing import Annotated
+from pulmogate.api.deps import OperatorDep, ViewerDep
 
-from fastapi import Depends
-
-from pulmogate.api.deps import CurrentUser, current_user
-
-Operator = Annotated[CurrentUser, Depends(current_user)]
-Viewer = Annotated[CurrentUser, Depends(current_user)]
+Operator = OperatorDep
+Viewer = ViewerDep

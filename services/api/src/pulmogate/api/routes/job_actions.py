@@ -5,6 +5,7 @@ import asyncio
 from fastapi import APIRouter, Response, status
 
 from pulmogate.api.access import Operator, Viewer
+from pulmogate.api.auditing import audit_change
 from pulmogate.api.crud import job_actions as crud
 from pulmogate.api.deps import ContextDep, SessionDep
 from pulmogate.api.operations_schemas import ResendResult
@@ -22,6 +23,7 @@ NOT_FOUND = not_found("job")
 )
 async def resend_job(job_id: int, session: SessionDep, user: Operator) -> ResendResult:
     """Send the job's results again to each of its destinations (new delivery.requested)."""
+    audit_change(session, user, "job.resend", f"job {job_id}")
     return await crud.resend(session, job_id, user.name)
 
 
@@ -32,6 +34,7 @@ async def resend_job(job_id: int, session: SessionDep, user: Operator) -> Resend
 )
 async def delete_job(job_id: int, session: SessionDep, ctx: ContextDep, user: Operator) -> None:
     """Delete the job with its series: rows, received files and results."""
+    audit_change(session, user, "job.delete", f"job {job_id}")
     await crud.delete_job(session, ctx.storage, job_id, user.name)
 
 

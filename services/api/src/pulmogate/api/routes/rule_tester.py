@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from pulmogate.api.access import Viewer
+from pulmogate.api.access import Operator
 from pulmogate.api.crud import rules as crud
 from pulmogate.api.deps import SessionDep
 from pulmogate.api.operations_schemas import RuleTestRequest, RuleTestResult, RuleVerdict
@@ -12,7 +12,7 @@ router = APIRouter(prefix="/rules", tags=["rules"])
 
 
 @router.post("/test", response_model=RuleTestResult)
-async def test_rules(body: RuleTestRequest, session: SessionDep, _user: Viewer) -> RuleTestResult:
+async def test_rules(body: RuleTestRequest, session: SessionDep, _user: Operator) -> RuleTestResult:
     """Match sample attributes against every rule, exactly as the router does."""
     source = SeriesSource(
         peer_ip=body.source_ip,

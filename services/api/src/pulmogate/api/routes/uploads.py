@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile, status
 
 from pulmogate.api.access import Operator
+from pulmogate.api.auditing import audit_change
 from pulmogate.api.crud import rules as rules_crud
 from pulmogate.api.deps import ContextDep, SessionDep
 from pulmogate.api.operations_schemas import UploadResult
@@ -66,6 +67,13 @@ async def upload(
                 user=user.name,
                 peer_ip=request.client.host if request.client else "",
                 called_ae=settings.ae_title,
+                audit=lambda s, result: audit_change(
+                    s,
+                    user,
+                    "upload.create",
+                    f"series {', '.join(str(x.series_id) for x in result.series)}",
+                    {"files": result.files, "rule_id": rule_id},
+                ),
             )
         except BaseException:
             for path in placed.values():

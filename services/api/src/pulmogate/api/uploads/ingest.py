@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -17,6 +17,7 @@ import structlog
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pulmogate.api.errors import ApiError, Conflict
 from pulmogate.api.operations_schemas import UploadedSeries, UploadResult
@@ -185,6 +186,7 @@ async def record_upload(
     user: str,
     peer_ip: str,
     called_ae: str,
+    audit: Callable[[AsyncSession, UploadResult], None] | None = None,
 ) -> UploadResult:
     """Create the series and instance rows as COMPLETE and stage one SeriesArrived each."""
     by_series: dict[str, list[CheckedFile]] = {}
@@ -267,8 +269,11 @@ async def record_upload(
                     rule_id=rule_id,
                 )
             )
+        result = UploadResult(files=len(items), series=out)
+        if audit is not None:
+            audit(session, result)
     log.info("upload stored", series=len(out), files=len(items), rule_id=rule_id)
-    return UploadResult(files=len(items), series=out)
+    return result
 
 
 def discard(staging: Path) -> None:
