@@ -12,6 +12,10 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 user_app = typer.Typer(help="Users who sign in to the API and the web UI.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+license_app = typer.Typer(
+    help="License keys: keygen and issue (vendor), add and show (gateway).", no_args_is_help=True
+)
+app.add_typer(license_app, name="license")
 
 ALL_SERVICES = ["receiver", "router", "inference", "sender", "api"]
 
@@ -89,6 +93,105 @@ def user_create(
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"user {username} created with the {chosen} role")
+
+
+@license_app.command("keygen")
+def license_keygen(
+    private_key: Path = typer.Option(..., help="Where to write the new Ed25519 signing key (PEM)"),
+) -> None:
+    """Vendor: make a signing key pair; prints the public key for PULMOGATE_LICENSE_PUBLIC_KEY."""
+    import os
+
+    from pulmogate.common.licensing import generate_private_key, private_key_pem, public_key_text
+
+    if private_key.exists():
+        typer.echo(f"{private_key} exists; not overwriting a signing key", err=True)
+        raise typer.Exit(1)
+    key = generate_private_key()
+    fd = os.open(private_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(private_key_pem(key))
+    typer.echo(f"PULMOGATE_LICENSE_PUBLIC_KEY={public_key_text(key)}")
+
+
+@license_app.command("issue")
+def license_issue(
+    private_key: Path = typer.Option(..., exists=True, help="The vendor's signing key (PEM)"),
+    licensee: str = typer.Option(..., help="Who the license is for"),
+    expires: str = typer.Option(..., help="Last valid day, YYYY-MM-DD"),
+    issued: str = typer.Option("", help="First valid day, YYYY-MM-DD (default today, UTC)"),
+    studies_per_day: int | None = typer.Option(None, min=1, help="Daily analysis limit"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write here, not stdout"),
+) -> None:
+    """Vendor: sign a license key."""
+    from datetime import UTC, date, datetime
+
+    from pulmogate.common.licensing import (
+        PRODUCT,
+        LicenseError,
+        LicenseFields,
+        issue_license,
+        load_private_key,
+    )
+
+    try:
+        fields = LicenseFields(
+            product=PRODUCT,
+            licensee=licensee,
+            issued=date.fromisoformat(issued) if issued else datetime.now(UTC).date(),
+            expires=date.fromisoformat(expires),
+            studies_per_day=studies_per_day,
+        )
+        text = issue_license(load_private_key(private_key.read_bytes()), fields)
+    except (ValueError, LicenseError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"license for {licensee} until {fields.expires} written to {output}")
+
+
+@license_app.command("add")
+def license_add(
+    key_file: Path = typer.Argument(..., exists=True, help="The license key file"),
+) -> None:
+    """Install a license key in the configured database (its signature must verify)."""
+    from pulmogate.common.licensing import LicenseError
+
+    try:
+        typer.echo(asyncio.run(_license_add(Settings(), key_file.read_text())))
+    except LicenseError as exc:
+        typer.echo(f"license refused: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+async def _license_add(settings: Settings, key_text: str) -> str:
+    from datetime import UTC, datetime
+
+    from pulmogate.common.db.migrate import upgrade_async
+    from pulmogate.common.db.session import Database
+    from pulmogate.common.licensing import current_status, install_license
+
+    if not settings.database_url:
+        await upgrade_async(settings.effective_database_url)  # embedded, as `pulmogate up` does
+    db = Database(settings.effective_database_url)
+    try:
+        async with db.session() as session:
+            await install_license(
+                session, key_text, settings.license_public_key, actor_id=None, actor_name="cli"
+            )
+        async with db.sessions() as session:
+            status = await current_status(
+                session,
+                settings.license_public_key,
+                datetime.now(UTC).date(),
+                settings.license_warning_days,
+            )
+    finally:
+        await db.dispose()
+    return f"license installed: {status.state}: {status.message}"
 
 
 @app.command()

@@ -6,7 +6,18 @@ from fastapi.responses import JSONResponse
 
 from pulmogate.api.deps import current_user
 from pulmogate.api.errors import ApiError, InvalidField
-from pulmogate.api.routes import audit, auth, destinations, health, jobs, rules, tokens, users
+from pulmogate.api.routes import (
+    audit,
+    auth,
+    dead_letters,
+    destinations,
+    health,
+    jobs,
+    license,
+    rules,
+    tokens,
+    users,
+)
 from pulmogate.api.routes import operations as operations_routes
 from pulmogate.common.runtime import Context
 
@@ -52,9 +63,11 @@ def create_app(ctx: Context) -> FastAPI:
     api.include_router(jobs.router)
     api.include_router(rules.router)
     api.include_router(destinations.router)
+    api.include_router(dead_letters.router)
     api.include_router(users.router)
     api.include_router(tokens.router)
     api.include_router(audit.router)
+    api.include_router(license.router)
     app.include_router(api)
     app.include_router(auth.router, prefix=API_PREFIX)
     app.include_router(health.router)
