@@ -37,7 +37,8 @@ class QctSettings:
     """Tunable sizes of the qct model, in millimetres."""
 
     closing_mm: tuple[float, float, float] = (10.0, 20.0, 20.0)  # (z, y, x) half-widths
-    growth_mm: float = 14.0  # geodesic growth into lesion-like tissue, in-plane
+    growth_mm: float = 28.0  # geodesic growth into lesion-like tissue, in-plane
+    growth_step_mm: float = 2.8  # in-plane reach of one geodesic step (one slice in z)
     min_ggo_mm3: float = 20.0
     min_consolidation_mm3: float = 30.0
     min_lung_part_share: float = 0.01  # smaller air components are not lung
@@ -57,11 +58,7 @@ class QctSegmenter:
         self.version = self.model_card.version
         self.card = str(self.model_card.path)
         self.providers = providers
-        grading = self.model_card.raw.get("grading", {})
-        self.settings = settings or QctSettings(
-            min_ggo_mm3=float(grading.get("min_ground_glass_mm3", 20.0)),
-            min_consolidation_mm3=float(grading.get("min_consolidation_mm3", 30.0)),
-        )
+        self.settings = settings or _settings_from(self.model_card)
         self.bands = Bands.from_card(self.model_card.raw.get("bands_hu", {}))
 
     def warm_up(self) -> None:
@@ -131,13 +128,19 @@ class QctSegmenter:
             max(1, round(mm / s)) for mm, s in zip(self.settings.closing_mm, spacing, strict=True)
         )
         kernel = (2 * radius[0] + 1, 2 * radius[1] + 1, 2 * radius[2] + 1)
-        steps = max(1, round(self.settings.growth_mm / (2 * spacing[2])))
-        reach = (radius[0] + steps + 1, radius[1] + 2 * steps + 1, radius[2] + 2 * steps + 1)
+        step_px = max(1, round(self.settings.growth_step_mm / spacing[2]))
+        steps = max(1, math.ceil(self.settings.growth_mm / (step_px * spacing[2])))
+        step_kernel = (3, 2 * step_px + 1, 2 * step_px + 1)
+        reach = (
+            radius[0] + steps + 1,
+            radius[1] + step_px * steps + 1,
+            radius[2] + step_px * steps + 1,
+        )
         box = bounding_box(lungs > 0, reach)
         crop = lungs[box]
         session = cached_session(
-            f"qct-lung-growth-{kernel}-{steps}",
-            lambda: build_lung_growth_graph(kernel, steps),
+            f"qct-lung-growth-{kernel}-{steps}x{step_kernel}",
+            lambda: build_lung_growth_graph(kernel, steps, step_kernel),
             self.providers,
         )
         feeds = {
@@ -170,6 +173,24 @@ class QctSegmenter:
         lesions[ggo] = 1
         lesions[consolidation] = 2
         return lesions
+
+
+def _settings_from(card: ModelCard) -> QctSettings:
+    """QctSettings from the card's [lungs] and [grading] tables (defaults where absent)."""
+    lungs = card.raw.get("lungs", {})
+    grading = card.raw.get("grading", {})
+    default = QctSettings()
+    closing = [float(v) for v in lungs.get("closing_mm", default.closing_mm)]
+    return QctSettings(
+        closing_mm=(closing[0], closing[1], closing[2]),
+        growth_mm=float(lungs.get("growth_mm", default.growth_mm)),
+        growth_step_mm=float(lungs.get("growth_step_mm", default.growth_step_mm)),
+        min_ggo_mm3=float(grading.get("min_ground_glass_mm3", default.min_ggo_mm3)),
+        min_consolidation_mm3=float(
+            grading.get("min_consolidation_mm3", default.min_consolidation_mm3)
+        ),
+        min_lung_part_share=float(lungs.get("min_part_share", default.min_lung_part_share)),
+    )
 
 
 def _body(dense: np.ndarray) -> np.ndarray:

@@ -166,12 +166,14 @@ def build_bands_graph(bands: Bands | None = None) -> onnx.ModelProto:
     return g.model("qct_bands", ["hu"], outputs)
 
 
-def build_lung_growth_graph(kernel: tuple[int, int, int], steps: int) -> onnx.ModelProto:
+def build_lung_growth_graph(
+    kernel: tuple[int, int, int], steps: int, step_kernel: tuple[int, int, int] = (3, 5, 5)
+) -> onnx.ModelProto:
     """Grow lung masks into lesion-like tissue: a conditional closing, then geodesic dilation.
 
     Inputs: mask (1,c,z,y,x) and allowed (1,1,z,y,x), both 0/1 float. Closing with the
-    (z, y, x) box fills bays in the aerated lung; each of ``steps`` geodesic steps (a 3x5x5
-    dilation kept inside ``allowed``) reaches one slice and two pixels further into
+    (z, y, x) box fills bays in the aerated lung; each of ``steps`` geodesic steps (a
+    ``step_kernel`` dilation kept inside ``allowed``) reaches one slice and a few pixels into
     consolidated lung connected to it. Voxels outside ``allowed`` are only ever the input's.
     (float32 on purpose: onnxruntime's uint8 MaxPool measured 4x and float16 1.4x slower.)
     """
@@ -179,7 +181,7 @@ def build_lung_growth_graph(kernel: tuple[int, int, int], steps: int) -> onnx.Mo
     closed = g.erode_separable(g.dilate_separable("mask", kernel), kernel)
     grown = g.op("Max", ["mask", g.op("Min", [closed, "allowed"])])
     for _ in range(steps):
-        reach = g.op("Min", [g.dilate_separable(grown, (3, 5, 5)), "allowed"])
+        reach = g.op("Min", [g.dilate_separable(grown, step_kernel), "allowed"])
         grown = g.op("Max", [grown, reach])
     g.output(g.op("Greater", [grown, g.const(0.5)]), "grown")
     return g.model("qct_lung_growth", ["mask", "allowed"], {"grown": TensorProto.BOOL})
