@@ -11,6 +11,7 @@ import logging
 from dataclasses import replace
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -26,6 +27,7 @@ from pulmogate.inference.analysis import (
 )
 from pulmogate.inference.segment import load_card, load_segmenter, onnx_runtime
 from pulmogate.inference.segment.onnx_runtime import cached_session, providers_for
+from pulmogate.inference.segment.qct_graph import build_bands_graph
 from pulmogate.inference.volume import Volume
 
 LUNG_DICE_FLOOR = 0.95
@@ -240,11 +242,9 @@ def test_execution_provider_settings(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_one_session_per_graph_created_once_and_warmed() -> None:
-    built = []
+    built: list[int] = []
 
-    def build():  # type: ignore[no-untyped-def]
-        from pulmogate.inference.segment.qct_graph import build_bands_graph
-
+    def build() -> onnx.ModelProto:
         built.append(1)
         return build_bands_graph()
 
