@@ -26,6 +26,7 @@ from pulmogate.common.events import (
 from pulmogate.common.joblog import add_log
 from pulmogate.common.outbox import enqueue
 from pulmogate.common.runtime import Context
+from pulmogate.router.janitor import run_janitor
 from pulmogate.router.jobs import SERVICE, job_of_series, plan_deliveries, route_series
 
 log = structlog.get_logger("pulmogate.router")
@@ -55,6 +56,7 @@ class RouterService:
             prefetch=4,
         )
         ctx.spawn(self._reconcile_loop(), "router-reconcile")
+        ctx.spawn(run_janitor(ctx), "router-janitor")
 
     async def stop(self) -> None:
         """Nothing to release: the loop is a context task, unacked messages return."""
