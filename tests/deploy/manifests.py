@@ -1,5 +1,7 @@
 """Loading deploy/ files for the deployment tests: compose YAML, kustomize builds, Dockerfiles."""
 
+import copy
+import functools
 import shlex
 import shutil
 import subprocess
@@ -75,7 +77,12 @@ def kustomize_command() -> list[str] | None:
 
 
 def kustomize_build(overlay: str) -> list[dict[str, Any]]:
-    """The manifests ``kubectl apply -k deploy/k8s/overlays/<overlay>`` would apply."""
+    """The manifests ``kubectl apply -k deploy/k8s/overlays/<overlay>`` would apply (a copy)."""
+    return copy.deepcopy(_kustomize_build(overlay))
+
+
+@functools.cache
+def _kustomize_build(overlay: str) -> list[dict[str, Any]]:
     command = kustomize_command()
     assert command is not None
     result = subprocess.run(
