@@ -37,10 +37,11 @@ async def findscu(port: int, out: Path, *keys: str, model: str = "-S") -> list[D
     return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
 
 
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
 async def test_study_level_find_returns_the_keys_a_viewer_asks_for(
-    receiver_on: ReceiverFactory, tmp_path: Path
+    receiver_on: ReceiverFactory, tmp_path: Path, backend: str
 ) -> None:
-    async with receiver_on() as rx:
+    async with receiver_on(sqlite=backend == "sqlite", accept_from="any") as rx:
         study = await hold_study(
             rx,
             tmp_path,
@@ -87,7 +88,7 @@ async def test_matching_wildcards_date_ranges_uid_lists_and_modalities(
     receiver_on: ReceiverFactory, tmp_path: Path
 ) -> None:
     prefix = unique_id("QRM")
-    async with receiver_on() as rx:
+    async with receiver_on(accept_from="any") as rx:
         early = await hold_study(
             rx, tmp_path, HeldStudy("PHANTOM^EARLY", f"{prefix}-1", "20250301")
         )
@@ -152,7 +153,7 @@ async def test_matching_wildcards_date_ranges_uid_lists_and_modalities(
 async def test_series_and_image_levels_list_received_and_result_objects(
     receiver_on: ReceiverFactory, tmp_path: Path
 ) -> None:
-    async with receiver_on() as rx:
+    async with receiver_on(accept_from="any") as rx:
         study = await hold_study(
             rx, tmp_path, HeldStudy("PHANTOM^SERIES", unique_id("QRI"), "20260105"), overlay=2
         )
@@ -206,7 +207,7 @@ async def test_purged_jobs_disappear_from_queries(
     receiver_on: ReceiverFactory, tmp_path: Path
 ) -> None:
     prefix = unique_id("QRP")
-    async with receiver_on() as rx:
+    async with receiver_on(accept_from="any") as rx:
         kept = await hold_study(
             rx, tmp_path, HeldStudy("PHANTOM^KEPT", f"{prefix}-1", "20260105"), overlay=1
         )
@@ -235,7 +236,7 @@ async def test_purged_jobs_disappear_from_queries(
 async def test_bad_level_is_refused_with_a_reason(
     receiver_on: ReceiverFactory, tmp_path: Path
 ) -> None:
-    async with receiver_on() as rx:
+    async with receiver_on(accept_from="any") as rx:
 
         def query() -> list[tuple[int, str]]:
             ae = AE(ae_title="WORKSTATION")
@@ -280,7 +281,7 @@ async def test_movescu_sends_a_study_to_a_configured_destination(
     receiver_on: ReceiverFactory, tmp_path: Path, storescp: tuple[str, int, Path]
 ) -> None:
     dest_ae, dest_port, moved = storescp
-    async with receiver_on() as rx:
+    async with receiver_on(accept_from="any") as rx:
         study = await hold_study(
             rx,
             tmp_path,
@@ -327,7 +328,7 @@ async def test_movescu_sends_a_study_to_a_configured_destination(
 async def test_getscu_retrieves_a_series_on_the_same_association_and_counts_failures(
     receiver_on: ReceiverFactory, tmp_path: Path
 ) -> None:
-    async with receiver_on() as rx:
+    async with receiver_on(accept_from="any") as rx:
         study = await hold_study(
             rx, tmp_path, HeldStudy("PHANTOM^GET", unique_id("QRG"), "20260105"), overlay=2
         )
@@ -377,7 +378,7 @@ async def test_getscu_retrieves_a_series_on_the_same_association_and_counts_fail
 async def test_cget_cancel_stops_the_remaining_sub_operations(
     receiver_on: ReceiverFactory, tmp_path: Path
 ) -> None:
-    async with receiver_on() as rx:
+    async with receiver_on(accept_from="any") as rx:
         study = await hold_study(
             rx, tmp_path, HeldStudy("PHANTOM^CANCEL", unique_id("QRC"), "20260105"), slices=5
         )
@@ -439,7 +440,7 @@ async def test_cget_cancel_stops_the_remaining_sub_operations(
 async def test_result_storage_classes_are_not_accepted_for_c_store(
     receiver_on: ReceiverFactory,
 ) -> None:
-    async with receiver_on() as rx:
+    async with receiver_on(accept_from="any") as rx:
 
         def contexts(with_role: bool) -> set[str]:
             ae = AE(ae_title="MODALITY1")

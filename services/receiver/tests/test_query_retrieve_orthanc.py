@@ -62,7 +62,7 @@ def _query_and_retrieve(orthanc: Orthanc, study: HeldStudy) -> dict[str, Any]:
 async def test_orthanc_finds_and_moves_results_from_pulmogate(
     receiver_on: ReceiverFactory, tmp_path: Path
 ) -> None:
-    async with receiver_on() as rx:
+    async with receiver_on(accept_from="any") as rx:
         study = await hold_study(
             rx,
             tmp_path,

@@ -6,14 +6,25 @@ through two UNION views, one row per series and one per instance, whose columns 
 DICOM keyword, so a key in an identifier is a column to match and a value to return.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from pydicom import Dataset
 from pydicom.multival import MultiValue
-from sqlalchemy import ColumnElement, Select, and_, func, literal, null, or_, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    and_,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.sql import Subquery
 
 from pulmogate.common.db.models import Instance, Job, OutputObject, Series
@@ -139,21 +150,41 @@ def held_series() -> Subquery:
         .outerjoin(Job, Job.series_id == Series.id)
         .where(_visible(), Series.instance_count > 0)
     )
+    # Grouped by every column it returns, so the planner pushes a query's conditions below
+    # the aggregate onto the indexed base tables (a result series has one modality, number
+    # and description).
+    result_columns = [
+        *_patient_study_columns(Series),
+        OutputObject.series_uid.label("SeriesInstanceUID"),
+        OutputObject.modality.label("Modality"),
+        OutputObject.series_number.label("SeriesNumber"),
+        OutputObject.series_description.label("SeriesDescription"),
+    ]
     results = (
-        select(
-            *_patient_study_columns(Series),
-            OutputObject.series_uid.label("SeriesInstanceUID"),
-            func.min(OutputObject.modality).label("Modality"),
-            func.min(OutputObject.series_number).label("SeriesNumber"),
-            func.min(OutputObject.series_description).label("SeriesDescription"),
-            func.count(OutputObject.id).label("instances"),
-        )
+        select(*result_columns, func.count(OutputObject.id).label("instances"))
         .join(Job, OutputObject.job_id == Job.id)
         .join(Series, Job.series_id == Series.id)
         .where(_visible(), _outputs_held())
-        .group_by(OutputObject.series_uid, Series.id)
+        .group_by(*(column.element for column in result_columns))
     )
     return union_all(received, results).subquery("held_series")
+
+
+def studies_with_modality(condition: Callable[[Any], ColumnElement[bool]]) -> CompoundSelect[Any]:
+    """Study UIDs holding a received or result series whose Modality meets ``condition``."""
+    received = (
+        select(Series.study_uid)
+        .outerjoin(Job, Job.series_id == Series.id)
+        .where(_visible(), Series.instance_count > 0, condition(Series.modality))
+    )
+    results = (
+        select(Series.study_uid)
+        .select_from(OutputObject)
+        .join(Job, OutputObject.job_id == Job.id)
+        .join(Series, Job.series_id == Series.id)
+        .where(_visible(), _outputs_held(), condition(OutputObject.modality))
+    )
+    return union_all(received, results)
 
 
 def held_instances() -> Subquery:
@@ -287,11 +318,11 @@ class Query:
             if LEVEL_ORDER.index(KEYS[keyword].level) <= limit
         ]
         if self.modalities_in_study:
-            having = held_series()
+            wanted = self.modalities_in_study
             clauses.append(
                 view.c.StudyInstanceUID.in_(
-                    select(having.c.StudyInstanceUID).where(
-                        _key_match(having.c.Modality, KEYS["Modality"], self.modalities_in_study)
+                    studies_with_modality(
+                        lambda column: _key_match(column, KEYS["Modality"], wanted)
                     )
                 )
             )
