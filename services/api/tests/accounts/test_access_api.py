@@ -49,7 +49,7 @@ OPEN = {("POST", "/api/v1/auth/login")}
 
 
 async def call(client: httpx.AsyncClient, method: str, path: str) -> httpx.Response:
-    body = {} if method in ("POST", "PATCH") else None
+    body: dict[str, object] | None = {} if method in ("POST", "PATCH") else None
     return await client.request(method, path, json=body)
 
 
