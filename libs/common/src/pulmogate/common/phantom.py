@@ -7,7 +7,12 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+)
 from scipy import ndimage
 
 from pulmogate.common.uids import derive_uid
@@ -224,7 +229,7 @@ def write_series(
     stored = (phantom.hu.astype(np.int32) + 1024).clip(0, 65535).astype(np.uint16)
     paths = []
     for k in range(nz):
-        sop_uid = derive_uid("phantom-instance", series_uid, k)
+        sop_uid = UID(derive_uid("phantom-instance", series_uid, k))
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
         meta.MediaStorageSOPInstanceUID = sop_uid
