@@ -1,11 +1,12 @@
-"""The server-rendered web UI (Jinja2 templates, plain forms, a little JavaScript)."""
+"""The server-rendered web UI (Jinja2 templates, plain forms, one small upload script)."""
 
 from fastapi import FastAPI
 
 
 def mount(app: FastAPI) -> None:
-    """Add the UI routes and static files to ``app``."""
-    from pulmogate.api.ui.pages import router, static_files
+    """Add the UI pages and static files to ``app``."""
+    from pulmogate.api.ui.pages import SignInFirst, router, sign_in_redirect, static_files
 
     app.include_router(router)
     app.mount("/static", static_files(), name="static")
+    app.add_exception_handler(SignInFirst, sign_in_redirect)

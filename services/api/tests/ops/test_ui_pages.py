@@ -1,0 +1,134 @@
+"""The web UI over HTTP: sign-in, every page, forms with CSRF, language switch, escaping."""
+
+import re
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from pulmogate.common.db.accounts import Role
+from pulmogate.common.db.models import Job, RoutingRule, Series
+from pulmogate.common.runtime import Context
+from services.api.tests.conftest import add_user
+from services.api.tests.rows import MakeJob
+
+XSS = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
+PAGES = ["/jobs", "/upload", "/rules", "/destinations", "/license", "/users", "/tokens", "/status"]
+
+
+@pytest.fixture
+async def browser(anonymous: httpx.AsyncClient, ctx: Context) -> httpx.AsyncClient:
+    """A cookie-keeping client signed in through the login form as an admin."""
+    await add_user(ctx, "ui-admin", Role.ADMIN, password="ui admin password")
+    response = await anonymous.post(
+        "/login", data={"username": "ui-admin", "password": "ui admin password", "next": "/rules"}
+    )
+    assert response.status_code == 303 and response.headers["location"] == "/rules"
+    return anonymous
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+async def test_pages_send_a_browser_without_session_to_sign_in_and_back(
+    anonymous: httpx.AsyncClient,
+) -> None:
+    response = await anonymous.get("/jobs?status=done")
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=%2Fjobs%3Fstatus%3Ddone"
+    assert (await anonymous.get("/login")).status_code == 200
+
+
+async def test_a_wrong_password_shows_the_reason_on_the_form(
+    anonymous: httpx.AsyncClient, ctx: Context
+) -> None:
+    await add_user(ctx, "someone", Role.VIEWER, password="right password")
+
+    response = await anonymous.post("/login", data={"username": "someone", "password": "wrong"})
+
+    assert response.status_code == 200
+    assert "wrong username or password" in response.text
+
+
+async def test_every_page_renders_for_an_admin(browser: httpx.AsyncClient) -> None:
+    for page in PAGES:
+        response = await browser.get(page)
+        assert response.status_code == 200, (page, response.text[:500])
+        assert "PulmoGate" in response.text
+
+
+async def test_dicom_header_text_is_escaped_on_the_results_and_job_pages(
+    browser: httpx.AsyncClient, ctx: Context, make_job: MakeJob
+) -> None:
+    job_id = await make_job(prediction=XSS, logs=[("info", "router", XSS)])
+    async with ctx.db.session() as session:
+        series = await session.scalar(select(Series).join(Job).where(Job.id == job_id))
+        assert series is not None
+        series.series_description = series.study_description = series.calling_ae = XSS[:16]
+        series.series_description = XSS
+
+    listing = (await browser.get("/jobs")).text
+    detail = (await browser.get(f"/jobs/{job_id}")).text
+
+    for html in (listing, detail):
+        assert "<script>" not in html and "<img src=x" not in html
+        assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in html
+
+
+async def test_a_rule_is_created_and_tested_through_the_forms_with_csrf(
+    browser: httpx.AsyncClient, ctx: Context
+) -> None:
+    token = _csrf((await browser.get("/rules")).text)
+
+    created = await browser.post(
+        "/rules",
+        data={
+            "csrf_token": token,
+            "name": "ward ct",
+            "source_ip": "10.1.0.0/16",
+            "source_ae_title": "CT1",
+            "enabled": "on",
+        },
+    )
+    forged = await browser.post("/rules", data={"name": "forged"})
+    tested = await browser.post(
+        "/rules/test",
+        data={"csrf_token": token, "source_ip": "10.1.2.3", "calling_ae": "CT1"},
+    )
+
+    assert created.status_code == 303 and "notice=" in created.headers["location"]
+    assert (
+        forged.status_code == 303
+        and "CSRF" in httpx.URL(forged.headers["location"]).params["error"]
+    )
+    async with ctx.db.session() as session:
+        names = list(await session.scalars(select(RoutingRule.name)))
+    assert names == ["ward ct"]
+    assert "rule &#39;ward ct&#39; (priority 100) matches" in tested.text
+
+
+async def test_the_language_switch_translates_the_pages(browser: httpx.AsyncClient) -> None:
+    switched = await browser.get("/lang/ru", params={"next": "/status"})
+    page = await browser.get("/status")
+    outside = await browser.get("/lang/en", params={"next": "https://evil.example/"})
+
+    assert switched.status_code == 303 and switched.headers["location"] == "/status"
+    assert "Состояние" in page.text and "Результаты" in page.text
+    assert outside.headers["location"] == "/jobs"
+
+
+async def test_a_viewer_sees_results_but_the_users_page_shows_the_refusal(
+    anonymous: httpx.AsyncClient, ctx: Context
+) -> None:
+    await add_user(ctx, "ui-viewer", Role.VIEWER, password="viewer password")
+    await anonymous.post("/login", data={"username": "ui-viewer", "password": "viewer password"})
+
+    results = await anonymous.get("/jobs")
+    users = await anonymous.get("/users")
+
+    assert results.status_code == 200
+    assert users.status_code == 200 and "may not do this" in users.text
