@@ -60,6 +60,10 @@ class Bus(abc.ABC):
         """Messages parked in ``queue``'s dead-letter queue (not removed)."""
 
     @abc.abstractmethod
+    async def requeue_dead_letters(self, queue: str) -> int:
+        """Move ``queue``'s parked messages back to it (attempts start again); return count."""
+
+    @abc.abstractmethod
     async def queue_depths(self) -> dict[str, int]:
         """Ready messages per known queue."""
 

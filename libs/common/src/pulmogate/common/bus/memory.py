@@ -101,6 +101,13 @@ class MemoryBus(Bus):
         """Parked messages."""
         return list(self._dead[queue])
 
+    async def requeue_dead_letters(self, queue: str) -> int:
+        """Back to the queue, first attempt."""
+        parked, self._dead[queue] = self._dead[queue], []
+        for letter in parked:
+            self._queue(queue).put_nowait((letter.routing_key, letter.body, 1))
+        return len(parked)
+
     async def queue_depths(self) -> dict[str, int]:
         """Messages waiting per queue."""
         return {name: q.qsize() for name, q in self._queues.items()}

@@ -181,6 +181,27 @@ class RabbitBus(Bus):
         finally:
             await channel.close()
 
+    async def requeue_dead_letters(self, queue: str) -> int:
+        """Republish each parked message to ``queue`` (attempt 1), then remove it from the
+        dead-letter queue: a crash in between leaves a copy in both (at-least-once)."""
+        assert self._conn is not None, "bus not connected"
+        channel = await self._conn.channel(publisher_confirms=True)
+        try:
+            dead = await channel.declare_queue(dead_letter_queue(queue), durable=True)
+            moved = 0
+            while (message := await dead.get(fail=False, no_ack=False)) is not None:
+                headers = message.headers or {}
+                routing_key = str(headers.get(ROUTING_KEY_HEADER, ""))
+                await channel.default_exchange.publish(
+                    self._message(message.body, 1, {ROUTING_KEY_HEADER: routing_key}),
+                    routing_key=queue,
+                )
+                await message.ack()
+                moved += 1
+            return moved
+        finally:
+            await channel.close()
+
     async def queue_depths(self) -> dict[str, int]:
         """Ready messages in each consumed queue and its dead-letter queue."""
         depths: dict[str, int] = {}
