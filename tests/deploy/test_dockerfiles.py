@@ -98,3 +98,13 @@ def test_inference_image_has_gpu_default_and_cpu_target() -> None:
         if keyword == "FROM" and " AS " in args.upper()
     ]
     assert "cpu" in targets and targets[-1] == "gpu"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_build_context_holds_only_what_the_image_copies(service: str) -> None:
+    dockerfile = ROOT / "deploy" / "docker" / f"{service}.Dockerfile"
+    ignore = dockerfile.with_name(dockerfile.name + ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
+    assert patterns[0] == "*", "everything is excluded first"
+    allowed = sorted(p.removeprefix("!") for p in patterns if p.startswith("!"))
+    assert allowed == ["libs/common", f"services/{service}"]
