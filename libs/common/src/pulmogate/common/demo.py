@@ -15,6 +15,7 @@ from pydicom import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from sqlalchemy import select
 
+from pulmogate.common import audit
 from pulmogate.common.api_tokens import issue_token
 from pulmogate.common.db.accounts import ApiToken, Role, User
 from pulmogate.common.db.models import utcnow
@@ -120,6 +121,13 @@ def _local_token(settings: Settings) -> tuple[str, Callable[[], None]]:
                 token = await session.get(ApiToken, token_id)
                 if token is not None:
                     token.revoked_at = utcnow()
+                    audit.record(
+                        session,
+                        user_id=None,
+                        username="cli",
+                        action="token.revoke",
+                        target=f"token {token.id} {token.prefix}… of {DEMO_USER}",
+                    )
         finally:
             await db.dispose()
 
