@@ -306,6 +306,37 @@ def test_database_sessions_killed_during_a_run_lose_and_duplicate_nothing(
     assert_delivered_once(job, destination)
 
 
+def test_instance_arriving_after_the_job_is_stored_and_starts_no_second_job(
+    gateway: Gateway, destination: RecordingSCP, pg_url: str, tmp_path: Path
+) -> None:
+    """Late-instance policy: stored, the series is announced again, the router keeps the
+    job it has (no second analysis, no second delivery)."""
+    files = new_series(tmp_path)
+    series_uid = series_uid_of(files)
+    send_series(gateway.dicom_port, files[:-1])
+    job = wait_final_job(gateway, series_uid)
+    assert_delivered_once(job, destination)
+    requests_before = len(destination.requests)
+    answers_before = gateway.logs().count("series already has a job")
+    late = send_series(gateway.dicom_port, files[-1:])
+    assert late.acknowledged == {sop_uid(files[-1])}
+
+    def announced_again() -> bool:
+        return sql(
+            pg_url, f"SELECT status, instance_count FROM series WHERE series_uid = '{series_uid}'"
+        ) == [["complete", str(SLICES)]]
+
+    wait_until(announced_again, 30, "the series to be announced again")
+    wait_until(
+        lambda: gateway.logs().count("series already has a job") > answers_before,
+        30,
+        "the router's answer",
+    )
+    assert_stored(gateway, pg_url, series_uid, {sop_uid(f) for f in files})
+    assert len(jobs_of(gateway, series_uid)) == 1
+    assert len(destination.requests) == requests_before
+
+
 def test_no_patient_name_or_id_in_any_service_log(gateway: Gateway) -> None:
     """Runs last in this module: every study above carried the distinctive PHI."""
     logs = gateway.logs()
