@@ -3,7 +3,7 @@
 # PostgreSQL and RabbitMQ are running. Debian/Ubuntu, as root (or with sudo).
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-PKGS=(dcmtk orthanc dicom3tools fonts-dejavu-core postgresql-client)
+PKGS=(dcmtk orthanc dicom3tools fonts-dejavu-core postgresql-client chromium)  # chromium: Playwright browser tests
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -4,6 +4,7 @@ So a page shows exactly what the API lets this user see, and each form does exac
 API allows (roles, CSRF, validation, audit) — there is one set of rules, not two.
 """
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,9 @@ from fastapi import Request
 from pulmogate.api.auth import CSRF_HEADER, SESSION_COOKIE
 
 API = "/api/v1"
+
+# Each page makes in-process API calls; httpx would log every one of them at INFO.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclass
@@ -67,7 +71,8 @@ class Backend:
         """``method`` ``/api/v1{path}``; the answer, JSON parsed when it is JSON."""
         response = await self.client.request(method, API + path, **kwargs)
         data: Any = None
-        if response.headers.get("content-type", "").startswith("application/json"):
+        json_type = response.headers.get("content-type", "").startswith("application/json")
+        if json_type and response.content:
             data = response.json()
         return Answer(response.status_code, data, response.content)
 
