@@ -165,3 +165,27 @@ async def test_a_deactivated_user_cannot_sign_in_or_use_a_session(
 
     assert (await anonymous.get("/api/v1/jobs")).status_code == 401
     assert (await login(anonymous, operator, PASSWORD)).status_code == 401
+
+
+async def test_control_characters_in_names_are_422_not_a_database_error(
+    anonymous: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    login_nul = await login(anonymous, "op\x00", PASSWORD)
+    token_nul = await client.post("/api/v1/tokens", json={"name": "script\x00"})
+    audit_nul = await client.get("/api/v1/audit", params={"username": "a\x00"})
+
+    assert [login_nul.status_code, token_nul.status_code, audit_nul.status_code] == [422] * 3
+
+
+async def test_the_openapi_schema_documents_bearer_and_cookie_sign_in(
+    anonymous: httpx.AsyncClient,
+) -> None:
+    schemes = (await anonymous.get("/openapi.json")).json()["components"]["securitySchemes"]
+
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+    assert schemes["APIKeyCookie"] == {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": SESSION_COOKIE,
+        "description": "Set by POST /auth/login; unsafe requests also send X-CSRF-Token",
+    }

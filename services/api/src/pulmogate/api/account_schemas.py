@@ -9,6 +9,8 @@ from pulmogate.common.credentials import MIN_PASSWORD_LENGTH
 from pulmogate.common.db.accounts import Role
 from pulmogate.common.users import USERNAME_PATTERN
 
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
 Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
 Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_LENGTH, max_length=1024)]
 
@@ -18,7 +20,7 @@ class LoginRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
@@ -81,7 +83,10 @@ class TokenCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+    name: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=100, strip_whitespace=True, pattern=PRINTABLE),
+    ]
     expires_in_days: int | None = Field(None, ge=1, le=3650, description="Empty: never expires")
 
 

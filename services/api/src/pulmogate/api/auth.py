@@ -177,6 +177,7 @@ async def sign_in(ctx: Context, request: Request, username: str, password: str) 
         if needs_rehash(user.password_hash):
             user.password_hash = hash_password(password)
         user.last_login_at = now
+        await session.execute(delete(UserSession).where(UserSession.expires_at < now))
         secret, csrf = new_secret(), new_secret()
         session.add(
             UserSession(

@@ -4,9 +4,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pulmogate.api.auth import CurrentUser, authenticate
+from pulmogate.api.auth import SESSION_COOKIE, CurrentUser, authenticate
 from pulmogate.api.errors import Forbidden
 from pulmogate.common.db.accounts import Role
 from pulmogate.common.runtime import Context
@@ -24,10 +25,25 @@ async def get_session(ctx: Annotated[Context, Depends(get_context)]) -> AsyncIte
         yield session
 
 
+_bearer_scheme = HTTPBearer(auto_error=False, description="An API token from POST /tokens")
+_cookie_scheme = APIKeyCookie(
+    name=SESSION_COOKIE,
+    auto_error=False,
+    description="Set by POST /auth/login; unsafe requests also send X-CSRF-Token",
+)
+
+
 async def current_user(
-    request: Request, ctx: Annotated[Context, Depends(get_context)]
+    request: Request,
+    ctx: Annotated[Context, Depends(get_context)],
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+    _cookie: Annotated[str | None, Depends(_cookie_scheme)],
 ) -> CurrentUser:
-    """The authenticated caller (bearer token or session cookie + CSRF token); 401/403 otherwise."""
+    """The authenticated caller (bearer token or session cookie + CSRF token); 401/403 otherwise.
+
+    The two security schemes only document the credentials in OpenAPI; ``authenticate`` reads
+    them from the request.
+    """
     user = await authenticate(ctx, request)
     request.state.user = user
     return user

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
-from pulmogate.api.account_schemas import AuditOut
+from pulmogate.api.account_schemas import PRINTABLE, AuditOut
 from pulmogate.api.deps import AdminDep, SessionDep
 from pulmogate.api.schemas import Page
 from pulmogate.common.db.accounts import AuditEntry
@@ -17,8 +17,10 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 async def list_audit(
     session: SessionDep,
     _admin: AdminDep,
-    action: Annotated[str | None, Query(max_length=64, description="e.g. rule.create")] = None,
-    username: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[
+        str | None, Query(max_length=64, pattern=PRINTABLE, description="e.g. rule.create")
+    ] = None,
+    username: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[AuditOut]:

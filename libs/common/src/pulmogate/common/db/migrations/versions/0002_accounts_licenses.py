@@ -13,7 +13,7 @@ branch_labels = None
 depends_on = None
 
 
-def _ts(name: str, nullable: bool = False) -> sa.Column:  # type: ignore[type-arg]
+def _ts(name: str, nullable: bool = False) -> "sa.Column[object]":
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
