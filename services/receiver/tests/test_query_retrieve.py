@@ -3,12 +3,13 @@
 import asyncio
 import os
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydicom import Dataset, dcmread
-from pynetdicom import AE, build_role
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     PatientRootQueryRetrieveInformationModelFind,
@@ -17,7 +18,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-from pulmogate.common.db.models import Destination
+from pulmogate.common.db.models import Destination, RoutingRule
 from services.receiver.tests.helpers import AE_TITLE, ReceiverFactory, run_tool
 from services.receiver.tests.qr_data import HeldStudy, hold_study, unique_id
 from tests.fixtures.infra import free_port
@@ -28,10 +29,12 @@ def dcm_keys(*keys: str) -> list[str]:
     return [arg for key in keys for arg in ("-k", key)]
 
 
-async def findscu(port: int, out: Path, *keys: str, model: str = "-S") -> list[Dataset]:
+async def findscu(
+    port: int, out: Path, *keys: str, model: str = "-S", calling: str = "WORKSTATION"
+) -> list[Dataset]:
     """Run dcmtk findscu and read back every response identifier it wrote."""
     out.mkdir(parents=True, exist_ok=True)
-    args = ["/usr/bin/findscu", model, "-aet", "WORKSTATION", "-aec", AE_TITLE, "-X", "-od"]
+    args = ["/usr/bin/findscu", model, "-aet", calling, "-aec", AE_TITLE, "-X", "-od"]
     done = await run_tool(*args, str(out), "127.0.0.1", str(port), *dcm_keys(*keys))
     assert done.returncode == 0, done.stderr
     return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
@@ -402,8 +405,6 @@ async def test_cget_cancel_stops_the_remaining_sub_operations(
                     assoc.send_c_cancel(7, cx.context_id)  # type: ignore[attr-defined]
                 return 0x0000
 
-            from pynetdicom import evt
-
             assoc = ae.associate(
                 "127.0.0.1",
                 rx.port,
@@ -459,3 +460,62 @@ async def test_result_storage_classes_are_not_accepted_for_c_store(
         for_get = await asyncio.to_thread(contexts, True)
     assert plain == {PatientRootQueryRetrieveInformationModelFind}
     assert for_get == {PatientRootQueryRetrieveInformationModelFind, SecondaryCaptureImageStorage}
+
+
+async def test_source_policy_applies_to_query_retrieve_as_to_c_store(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    async with receiver_on(accept_from="rules") as rx:
+        async with rx.ctx.db.session() as session:
+            session.add(
+                RoutingRule(name=f"from-{uuid.uuid4().hex[:8]}", source_ae_title="MODALITY1")
+            )
+        study = await hold_study(
+            rx, tmp_path, HeldStudy("PHANTOM^POLICY", unique_id("QRA"), "20260105")
+        )
+
+        def requests(calling_ae: str) -> list[tuple[int, Any]]:
+            ae = AE(ae_title=calling_ae)
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+            roles: list[Any] = [build_role(CTImageStorage, scp_role=True)]
+            ae.add_requested_context(CTImageStorage)
+            assoc = ae.associate(
+                "127.0.0.1",
+                rx.port,
+                ae_title=AE_TITLE,
+                ext_neg=roles,
+                evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)],
+            )
+            assert assoc.is_established
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel = "STUDY"
+            identifier.StudyInstanceUID = study.study_uid
+            try:
+                find = [
+                    (int(s.Status), str(s.get("ErrorComment", "")))
+                    for s, _ in assoc.send_c_find(
+                        identifier, StudyRootQueryRetrieveInformationModelFind
+                    )
+                ]
+                get = [
+                    (int(s.Status), str(s.get("ErrorComment", "")))
+                    for s, _ in assoc.send_c_get(
+                        identifier, StudyRootQueryRetrieveInformationModelGet
+                    )
+                ]
+                return [find[-1], get[-1], (len(find), len(get))]
+            finally:
+                assoc.release()
+
+        stranger = await asyncio.to_thread(requests, "WORKSTATION")
+        named = await asyncio.to_thread(requests, "MODALITY1")
+        found = await findscu(
+            rx.port, tmp_path / "named", "QueryRetrieveLevel=STUDY",
+            f"StudyInstanceUID={study.study_uid}", calling="MODALITY1",
+        )  # fmt: skip
+    refusal = (0x0124, "sender not named by any enabled rule")
+    assert stranger[:2] == [refusal, refusal]
+    assert named[0] == (0x0000, "") and named[1][0] == 0x0000
+    assert named[2][0] == 2  # one match, then success
+    assert [str(d.StudyInstanceUID) for d in found] == [study.study_uid]

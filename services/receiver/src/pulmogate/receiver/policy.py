@@ -3,8 +3,9 @@
 ``accept_from = rules`` (default): an association that proposes image storage is accepted
 only from a calling AE title / IP address pair some enabled routing rule names (a rule that
 names neither accepts every sender). ``any``: every sender is accepted, and a series no rule
-routes ends as ``ignored`` with NO_MATCHING_RULE. C-ECHO and query/retrieve associations
-are not subject to the policy (they bring no images).
+routes ends as ``ignored`` with NO_MATCHING_RULE. Associations that propose only
+verification or query/retrieve are accepted from anyone; on them a sender the policy does
+not name gets C-ECHO only: C-STORE, C-FIND, C-MOVE and C-GET answer 0x0124 (not authorised).
 """
 
 from collections.abc import Iterable

@@ -15,6 +15,7 @@ import structlog
 from pydicom import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
 from pynetdicom.events import Event as DicomEvent
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Comprehensive3DSRStorage,
@@ -56,6 +57,7 @@ T = TypeVar("T")
 
 DB_WAIT_S = 120.0
 STATUS_SUCCESS = 0x0000
+STATUS_NOT_AUTHORISED = 0x0124
 
 MODELS: dict[str, Model] = {
     PatientRootQueryRetrieveInformationModelFind: Model.PATIENT_ROOT,
@@ -99,10 +101,18 @@ def add_query_retrieve_contexts(ae: AE) -> None:
 class QueryRetrieveSCP:
     """C-FIND, C-MOVE and C-GET handlers over what PulmoGate holds."""
 
-    def __init__(self, *, ae_title: str, db: Database, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        *,
+        ae_title: str,
+        db: Database,
+        loop: asyncio.AbstractEventLoop,
+        is_refused: Callable[[Association], bool] = lambda assoc: False,
+    ) -> None:
         self.ae_title = ae_title
         self.db = db
         self.loop = loop
+        self.is_refused = is_refused
 
     def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
         """The event handlers to bind on the AE's server."""
@@ -158,8 +168,23 @@ class QueryRetrieveSCP:
     def _calling(self, event: DicomEvent) -> str:
         return str(event.assoc.requestor.ae_title).strip()
 
+    def _not_authorised(self, event: DicomEvent) -> Dataset | None:
+        """The source policy's refusal (same as for C-STORE), logged, or None."""
+        if not self.is_refused(event.assoc):
+            return None
+        log.warning(
+            "query/retrieve refused: sender not named by any enabled rule",
+            calling_ae=self._calling(event),
+            peer_ip=str(event.assoc.requestor.address),
+        )
+        return failure(STATUS_NOT_AUTHORISED, "sender not named by any enabled rule")
+
     def on_find(self, event: DicomEvent) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         """C-FIND: one pending response per match, cancel honoured between them."""
+        refused = self._not_authorised(event)
+        if refused is not None:
+            yield refused, None
+            return
         try:
             query = self._parse(event)
             self._wait(index_outputs(self.db))
@@ -201,6 +226,13 @@ class QueryRetrieveSCP:
             )
             yield None, None
             return
+        refused = self._not_authorised(event)
+        if refused is not None:
+            # pynetdicom answers a status only after the destination and a sub-operation count.
+            yield destination.host, destination.port
+            yield 1
+            yield refused, None
+            return
         try:
             instances = self._instances(event)
         except QueryRefused as exc:
@@ -221,6 +253,11 @@ class QueryRetrieveSCP:
 
     def on_get(self, event: DicomEvent) -> Iterator[Any]:
         """C-GET: the number of sub-operations, then each instance on this association."""
+        refused = self._not_authorised(event)
+        if refused is not None:
+            yield 1
+            yield refused, None
+            return
         try:
             instances = self._instances(event)
         except QueryRefused as exc:

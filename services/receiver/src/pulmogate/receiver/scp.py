@@ -147,7 +147,9 @@ class StoreSCP:
             (evt.EVT_RELEASED, self.on_association_end),
             (evt.EVT_ABORTED, self.on_association_end),
             (evt.EVT_CONN_CLOSE, self.on_association_end),
-            *QueryRetrieveSCP(ae_title=self.ae_title, db=self.db, loop=self.loop).handlers(),
+            *QueryRetrieveSCP(
+                ae_title=self.ae_title, db=self.db, loop=self.loop, is_refused=self._not_named
+            ).handlers(),
         ]
         self.server = self.ae.start_server((host, port), block=False, evt_handlers=handlers)
         log.info("dicom scp listening", ae_title=self.ae_title, host=host, port=self.port)
@@ -262,6 +264,11 @@ class StoreSCP:
         code = status if isinstance(status, int) else int(status.Status)
         INSTANCES_RECEIVED.labels(status=f"0x{code:04X}").inc()
         return status
+
+    def _not_named(self, assoc: Association) -> bool:
+        """True for an association the source policy admitted only for echo (Q/R asks)."""
+        with self._lock:
+            return id(assoc) in self._refused_assocs
 
     def _refused(self, event: DicomEvent) -> Dataset | None:
         """A store the source policy or the disk watermark refuses, before anything is read."""
