@@ -182,3 +182,19 @@ async def test_echo_reports_a_live_storescp_and_a_closed_port(
     assert failed.status_code == 200 and failed.json()["ok"] is False
     assert "failed" in failed.json()["message"]
     assert unknown.status_code == 404
+
+
+async def test_an_id_beyond_the_database_integer_range_is_a_422_not_a_500(
+    client: httpx.AsyncClient,
+) -> None:
+    huge = 35224294826891964
+
+    responses = [
+        await client.get(f"/api/v1/jobs/{huge}"),
+        await client.delete(f"/api/v1/jobs/{huge}"),
+        await client.post(f"/api/v1/destinations/{huge}/echo"),
+        await client.post("/api/v1/rules", json={"name": "big", "ttl_days": 2**40}),
+    ]
+
+    assert [r.status_code for r in responses] == [422] * 4
+    assert "out of range for the database" in responses[0].json()["detail"]

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from pulmogate.api.db_errors import DATABASE_ERRORS, database_error
 from pulmogate.api.deps import current_user
 from pulmogate.api.errors import ApiError, InvalidField
 from pulmogate.api.routes import (
@@ -56,6 +57,8 @@ def create_app(ctx: Context) -> FastAPI:
     app.state.ctx = ctx
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, database_error)
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(current_user)])
     for router in operations_routes.api_routers():
