@@ -87,6 +87,7 @@ def run_target(target: str, files: list[Path], tmp: Path, postgres: bool) -> flo
             "PULMOGATE_DICOM_PORT": str(port),
             "PULMOGATE_DATABASE_URL": _postgres_url() if postgres else "",
             "PULMOGATE_LOG_LEVEL": "WARNING",
+            "PULMOGATE_ACCEPT_FROM": "any",  # storescu's default AE is named by no rule here
         }
         subprocess.run([str(BIN / "pulmogate"), "db", "upgrade"], env=env, check=True)
         cmd = [str(BIN / "pulmogate"), "receiver"]
