@@ -132,3 +132,14 @@ async def test_a_viewer_sees_results_but_the_users_page_shows_the_refusal(
 
     assert results.status_code == 200
     assert users.status_code == 200 and "may not do this" in users.text
+
+
+async def test_the_status_page_says_why_images_are_refused_above_the_watermark(
+    browser: httpx.AsyncClient, ctx: Context
+) -> None:
+    ctx.settings.disk_max_used_percent = 0.0  # any real volume is fuller than 0 %
+
+    page = await browser.get("/status")
+
+    assert 'id="disk-alert"' in page.text
+    assert "Not accepting new images" in page.text and "0xA700" in page.text
