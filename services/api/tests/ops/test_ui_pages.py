@@ -10,7 +10,7 @@ from pulmogate.common.db.accounts import Role
 from pulmogate.common.db.models import Job, RoutingRule, Series
 from pulmogate.common.runtime import Context
 from services.api.tests.conftest import add_user
-from services.api.tests.rows import MakeJob
+from services.api.tests.rows import T0, MakeJob
 
 XSS = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
 PAGES = ["/jobs", "/upload", "/rules", "/destinations", "/license", "/users", "/tokens", "/status"]
@@ -143,3 +143,17 @@ async def test_the_status_page_says_why_images_are_refused_above_the_watermark(
 
     assert 'id="disk-alert"' in page.text
     assert "Not accepting new images" in page.text and "0xA700" in page.text
+
+
+async def test_a_purged_job_shows_why_its_results_are_gone(
+    browser: httpx.AsyncClient, make_job: MakeJob
+) -> None:
+    job_id = await make_job(status="done", purged_at=T0)
+
+    listing = await browser.get("/jobs")
+    detail = await browser.get(f"/jobs/{job_id}")
+    api = await browser.get(f"/api/v1/jobs/{job_id}")
+
+    assert "Files purged by retention" in listing.text and "results.zip" not in listing.text
+    assert "Files purged by retention: 2026-03-01 08:00" in detail.text
+    assert api.json()["purged_at"].startswith("2026-03-01T08:00")

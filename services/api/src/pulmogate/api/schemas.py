@@ -161,6 +161,9 @@ class JobSummary(BaseModel):
     delivery_counts: dict[str, int] = Field(
         description="Deliveries of this job by status, e.g. {'delivered': 2, 'retrying': 1}"
     )
+    purged_at: datetime | None = Field(
+        None, description="When retention deleted the job's stored files (null: still held)"
+    )
 
 
 class OutputOut(BaseModel):

@@ -55,6 +55,7 @@ def _summary_fields(job: Job) -> dict[str, object]:
         "modality": series.modality,
         "instance_count": series.instance_count,
         "delivery_counts": dict(Counter(d.status for d in job.deliveries)),
+        "purged_at": job.purged_at,
     }
 
 
