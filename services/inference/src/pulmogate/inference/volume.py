@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,11 @@ def _floats(ds: pydicom.Dataset, keyword: str, count: int, name: str) -> list[fl
         raise Refusal(
             RefusalCode.INCONSISTENT_GEOMETRY,
             f"slice {_label(ds)} has {len(values)} values in {keyword}, expected {count}",
+        )
+    if not all(math.isfinite(v) for v in values):
+        raise Refusal(
+            RefusalCode.INCONSISTENT_GEOMETRY,
+            f"slice {_label(ds)} has a value that is not a finite number in {keyword}",
         )
     return values
 
@@ -161,6 +168,11 @@ def _pixels(ds: pydicom.Dataset) -> np.ndarray:
         ) from error
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if not (math.isfinite(slope) and math.isfinite(intercept)):
+        raise Refusal(
+            RefusalCode.UNREADABLE,
+            f"slice {_label(ds)} has a rescale slope or intercept that is not a finite number",
+        )
     return array.astype(np.float32) * slope + intercept
 
 
@@ -189,8 +201,45 @@ def load_volume(
     are refused rather than resampled: resampling would give the overlay and SEG a voxel
     grid that is not the source's, so viewers could not link them slice by slice.
     ``max_voxels`` (default 1280 slices of 512 x 512, 640 MiB of int16) is checked from
-    the headers, before any pixel data is decoded.
+    the headers, before any pixel data is decoded. A header value that pydicom cannot
+    convert (a corrupt DS/IS/UI) is refused as UNREADABLE, not raised as a crash.
     """
+    try:
+        return _build_volume(
+            sources,
+            max_slice_thickness_mm=max_slice_thickness_mm,
+            min_slices=min_slices,
+            max_voxels=max_voxels,
+        )
+    except Refusal:
+        raise
+    except UnicodeError as error:  # text values may be patient data: no value in the reason
+        raise Refusal(
+            RefusalCode.UNREADABLE, f"a text value cannot be decoded ({type(error).__name__})"
+        ) from error
+    except (
+        ValueError,
+        TypeError,
+        OverflowError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        NotImplementedError,
+        struct.error,
+    ) as error:
+        raise Refusal(
+            RefusalCode.UNREADABLE, f"a header value cannot be read: {str(error)[:120]}"
+        ) from error
+
+
+def _build_volume(
+    sources: Sequence[Path | pydicom.Dataset],
+    *,
+    max_slice_thickness_mm: float,
+    min_slices: int,
+    max_voxels: int,
+) -> Volume:
+    """``load_volume`` without the translation of decoding errors into refusals."""
     if not sources:
         raise Refusal(RefusalCode.TOO_FEW_SLICES, "the series has no slices")
     datasets = [_read(source) for source in sources]
