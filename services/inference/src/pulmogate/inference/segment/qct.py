@@ -136,18 +136,27 @@ class QctSegmenter:
             radius[1] + step_px * steps + 1,
             radius[2] + step_px * steps + 1,
         )
-        box = bounding_box(lungs > 0, reach)
-        crop = lungs[box]
         session = cached_session(
             f"qct-lung-growth-{kernel}-{steps}x{step_kernel}",
             lambda: build_lung_growth_graph(kernel, steps, step_kernel),
             self.providers,
         )
-        feeds = {
-            "mask": (crop > 0)[None, None].astype(np.float32),
-            "allowed": allowed[box][None, None].astype(np.float32),
-        }
-        grown = session.run(["grown"], feeds)[0][0, 0]
+        # Each lung in its own box: half the working memory of one box around both, and
+        # no closing across the mediastinum.
+        grown_all = np.zeros(lungs.shape, bool)
+        for side in (1, 2):
+            part = lungs == side
+            if not part.any():
+                continue
+            part_box = bounding_box(part, reach)
+            feeds = {
+                "mask": part[part_box][None, None].astype(np.float32),
+                "allowed": allowed[part_box][None, None].astype(np.float32),
+            }
+            grown_all[part_box] |= session.run(["grown"], feeds)[0][0, 0]
+        box = bounding_box(lungs > 0, reach)
+        crop = lungs[box]
+        grown = grown_all[box]
         x = np.arange(box[2].start, box[2].stop)
         low_side = (x < split)[None, None, :]
         added = grown & (crop == 0)
@@ -155,7 +164,9 @@ class QctSegmenter:
         right = fill_holes_slicewise((crop == 1) | (added & right_side))
         left = fill_holes_slicewise((crop == 2) | (added & ~right_side)) & ~right
         out = np.zeros_like(lungs)
-        out[box] = np.where(right, 1, np.where(left, 2, 0)).astype(np.uint8)
+        region = out[box]
+        region[left] = 2
+        region[right] = 1
         return out
 
     def _lesions(
