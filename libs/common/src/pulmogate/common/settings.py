@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     dicom_port: int = 11112
     series_quiet_seconds: float = 5.0
     series_idle_seconds: float = 60.0
+    max_associations: int = Field(
+        64, description="Concurrent DICOM associations the receiver accepts (more are rejected)"
+    )
     accept_from: Literal["rules", "any"] = Field(
         "rules", description="rules: only calling AE/IP pairs named by enabled rules; any: all"
     )

@@ -108,8 +108,10 @@ class StoreSCP:
         loop: asyncio.AbstractEventLoop,
         accept_from: str = "any",
         disk_max_used_percent: float = 100.0,
+        max_associations: int = 64,
     ) -> None:
         self.ae_title = ae_title
+        self.max_associations = max_associations
         self.accept_from = accept_from
         self.disk_max_used_percent = disk_max_used_percent
         self._refused_assocs: set[int] = set()
@@ -124,6 +126,7 @@ class StoreSCP:
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.ae_title)
         ae.require_called_aet = True
+        ae.maximum_associations = self.max_associations  # pynetdicom's default is 10
         ae.add_supported_context(Verification)
         for sop_class in ACCEPTED_STORAGE_CLASSES:
             ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)

@@ -40,6 +40,7 @@ class ReceiverService:
             loop=asyncio.get_running_loop(),
             accept_from=settings.accept_from,
             disk_max_used_percent=settings.disk_max_used_percent,
+            max_associations=settings.max_associations,
         )
         await asyncio.to_thread(self.scp.start, settings.dicom_host, settings.dicom_port)
         self._completion = ctx.spawn(
