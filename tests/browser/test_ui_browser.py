@@ -112,6 +112,14 @@ def test_operator_uploads_a_study_and_follows_it_to_its_results(
         shot("02-rule-created")
 
         page.click("text=New task")
+        page.set_input_files(
+            "input[name=files]",
+            files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image" * 40}],
+        )
+        page.click("#upload-form button[type=submit]")
+        expect(page.locator("#upload-result[data-done=error]")).to_contain_text(
+            "notes.txt: not a DICOM file"
+        )
         page.set_input_files("input[name=files]", str(phantom_zip))
         page.select_option("select[name=rule_id]", label="browser uploads")
         page.click("#upload-form button[type=submit]")

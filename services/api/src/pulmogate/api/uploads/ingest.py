@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import structlog
 from pydicom import dcmread
@@ -120,7 +120,7 @@ def check_file(staged: StagedFile) -> CheckedFile:
     )
 
 
-def stage_and_check(files: Iterable[tuple[str, BinaryIO]], staging: Path) -> list[CheckedFile]:
+def stage_and_check(files: Iterable[tuple[str, IO[bytes]]], staging: Path) -> list[CheckedFile]:
     """Unpack and check every uploaded file (blocking: run it in a thread)."""
     budget = Budget()
     checked: dict[str, CheckedFile] = {}

@@ -11,7 +11,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, BinaryIO
+from typing import IO
 
 MAX_FILES = 10_000
 MAX_TOTAL_BYTES = 4 * 1024**3
@@ -95,7 +95,9 @@ def _skipped(name: str) -> bool:
     return "__MACOSX" in parts or (bool(parts) and parts[-1] in SKIPPED_NAMES)
 
 
-def _unzip(archive_name: str, src: BinaryIO, staging: Path, budget: Budget) -> Iterator[StagedFile]:
+def _unzip(
+    archive_name: str, src: IO[bytes], staging: Path, budget: Budget
+) -> Iterator[StagedFile]:
     try:
         archive = zipfile.ZipFile(src)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -129,7 +131,7 @@ def _unzip(archive_name: str, src: BinaryIO, staging: Path, budget: Budget) -> I
             yield StagedFile(label, dest, size)
 
 
-def stage(name: str, src: BinaryIO, staging: Path, budget: Budget) -> Iterator[StagedFile]:
+def stage(name: str, src: IO[bytes], staging: Path, budget: Budget) -> Iterator[StagedFile]:
     """Stage one uploaded file: a zip is unpacked member by member, anything else is copied."""
     head = src.read(4)
     src.seek(0)
