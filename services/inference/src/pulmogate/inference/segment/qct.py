@@ -22,6 +22,7 @@ from pulmogate.inference.segment.qct_graph import (
     Bands,
     build_bands_graph,
     build_lung_growth_graph,
+    build_near_outside_graph,
 )
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class QctSettings:
     closing_mm: tuple[float, float, float] = (10.0, 20.0, 20.0)  # (z, y, x) half-widths
     growth_mm: float = 28.0  # geodesic growth into lesion-like tissue, in-plane
     growth_step_mm: float = 2.8  # in-plane reach of one geodesic step (one slice in z)
+    surface_mm: float = 5.0  # lesion-like tissue this close to the skin is fat, not lung
     min_ggo_mm3: float = 20.0
     min_consolidation_mm3: float = 30.0
     min_lung_part_share: float = 0.01  # smaller air components are not lung
@@ -83,10 +85,11 @@ class QctSegmenter:
         lungs, split = _split_lungs(
             candidates, body, self.settings.min_lung_part_share, right_is_low_x
         )
-        lesion_like = bands["ggo"] | bands["consolidation"]
-        lungs = self._grow(
-            lungs, lesion_like & body & ~airway, volume.spacing, split, right_is_low_x
+        allowed = _away_from_surface(
+            (bands["ggo"] | bands["consolidation"]) & body & ~airway,
+            self._near_surface(body, volume.spacing),
         )
+        lungs = self._grow(lungs, allowed, volume.spacing, split, right_is_low_x)
         lesions = self._lesions(lungs, bands, volume.spacing)
         return lungs, lesions
 
@@ -105,6 +108,19 @@ class QctSegmenter:
             values = session.run(names, {"hu": slab})
             for name, value in zip(names, values, strict=True):
                 out[name][start : start + BANDS_SLAB] = value[0, 0]
+        return out
+
+    def _near_surface(self, body: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+        """Voxels within ``surface_mm`` (in-plane) of the outside of the body."""
+        radius = max(1, round(self.settings.surface_mm / spacing[2]))
+        size = 2 * radius + 1
+        session = cached_session(
+            f"qct-near-outside-{size}", lambda: build_near_outside_graph(size), self.providers
+        )
+        out = np.empty(body.shape, bool)
+        for start in range(0, body.shape[0], BANDS_SLAB):
+            slab = body[start : start + BANDS_SLAB][None, None].astype(np.float32)
+            out[start : start + BANDS_SLAB] = session.run(["near"], {"body": slab})[0][0, 0]
         return out
 
     def _grow(
@@ -196,12 +212,26 @@ def _settings_from(card: ModelCard) -> QctSettings:
         closing_mm=(closing[0], closing[1], closing[2]),
         growth_mm=float(lungs.get("growth_mm", default.growth_mm)),
         growth_step_mm=float(lungs.get("growth_step_mm", default.growth_step_mm)),
+        surface_mm=float(lungs.get("surface_mm", default.surface_mm)),
         min_ggo_mm3=float(grading.get("min_ground_glass_mm3", default.min_ggo_mm3)),
         min_consolidation_mm3=float(
             grading.get("min_consolidation_mm3", default.min_consolidation_mm3)
         ),
         min_lung_part_share=float(lungs.get("min_part_share", default.min_lung_part_share)),
     )
+
+
+def _away_from_surface(allowed: np.ndarray, near_surface: np.ndarray) -> np.ndarray:
+    """Drop the lesion-like regions that come near the body surface: subcutaneous and
+    chest-wall fat (about -100 HU, inside the consolidation band) is not lung to grow into."""
+    if not allowed.any():
+        return allowed
+    labels = cc3d.connected_components(allowed, connectivity=6)
+    touching = np.unique(labels[near_surface & allowed])
+    lut = np.ones(int(labels.max()) + 1, bool)
+    lut[0] = False
+    lut[touching[touching > 0]] = False
+    return lut[labels]
 
 
 def _body(dense: np.ndarray) -> np.ndarray:

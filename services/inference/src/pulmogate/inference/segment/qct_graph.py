@@ -185,3 +185,12 @@ def build_lung_growth_graph(
         grown = g.op("Max", [grown, reach])
     g.output(g.op("Greater", [grown, g.const(0.5)]), "grown")
     return g.model("qct_lung_growth", ["mask", "allowed"], {"grown": TensorProto.BOOL})
+
+
+def build_near_outside_graph(size: int) -> onnx.ModelProto:
+    """body (1,1,z,y,x) 0/1 float -> voxels within size // 2 pixels (in-plane) of outside."""
+    g = _Graph()
+    outside = g.op("Sub", [g.const(1.0), "body"])
+    near = g.dilate_separable(outside, (1, size, size))
+    g.output(g.op("Greater", [near, g.const(0.5)]), "near")
+    return g.model("qct_near_outside", ["body"], {"near": TensorProto.BOOL})
