@@ -4,7 +4,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -18,7 +18,7 @@ from pulmogate.api.schemas import (
     OutputOut,
     Page,
 )
-from pulmogate.common.db.models import Delivery, Job, JobLog
+from pulmogate.common.db.models import Delivery, Job, JobLog, Series
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -100,10 +100,32 @@ def job_detail(job: Job) -> JobDetail:
 
 
 async def list_jobs(
-    session: AsyncSession, *, statuses: Sequence[str], limit: int, offset: int
+    session: AsyncSession, *, statuses: Sequence[str], limit: int, offset: int, text: str = ""
 ) -> Page[JobSummary]:
-    """Jobs newest first, optionally only those in ``statuses``, with the total count."""
+    """Jobs newest first, optionally only those in ``statuses`` or whose source or
+    descriptions contain ``text`` (case-insensitive), with the total count."""
     where = [Job.status.in_(list(statuses))] if statuses else []
+    if text.strip():
+        pattern = (
+            "%" + text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
+        where.append(
+            Job.series_id.in_(
+                select(Series.id).where(
+                    or_(
+                        *(
+                            column.ilike(pattern, escape="\\")
+                            for column in (
+                                Series.calling_ae,
+                                Series.peer_ip,
+                                Series.study_description,
+                                Series.series_description,
+                            )
+                        )
+                    )
+                )
+            )
+        )
     total = await session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
     query = (
         select(Job)

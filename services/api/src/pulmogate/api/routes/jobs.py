@@ -21,9 +21,18 @@ async def list_jobs(
     status: Annotated[list[JobStatus] | None, Query(description="Repeat to match several")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=100,
+            description="Text found in the calling AE, source IP, study or series description",
+        ),
+    ] = None,
 ) -> Page[JobSummary]:
     """Jobs, newest first, one page at a time."""
-    return await crud.list_jobs(session, statuses=status or [], limit=limit, offset=offset)
+    return await crud.list_jobs(
+        session, statuses=status or [], limit=limit, offset=offset, text=q or ""
+    )
 
 
 @router.get("/{job_id}", response_model=JobDetail, responses=NOT_FOUND)

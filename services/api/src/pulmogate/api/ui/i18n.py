@@ -29,6 +29,7 @@ WORDS: dict[str, dict[str, str]] = {
     "source_study": {"en": "Source study", "ru": "Исходное исследование"},
     "all_statuses": {"en": "All statuses", "ru": "Все статусы"},
     "filter": {"en": "Filter", "ru": "Показать"},
+    "search": {"en": "Source or description", "ru": "Источник или описание"},
     "previous": {"en": "Previous", "ru": "Назад"},
     "next": {"en": "Next", "ru": "Вперёд"},
     "of": {"en": "of", "ru": "из"},

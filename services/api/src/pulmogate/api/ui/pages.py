@@ -158,6 +158,7 @@ async def jobs_page(request: Request) -> Response:
     """The results table: filters by status, pages of ``PAGE_SIZE``."""
     me = await whoami(request)
     status = request.query_params.get("status", "")
+    text = request.query_params.get("q", "")[:100]
     try:
         page = max(1, int(request.query_params.get("page", "1")))
     except ValueError:
@@ -165,6 +166,8 @@ async def jobs_page(request: Request) -> Response:
     params: dict[str, Any] = {"limit": PAGE_SIZE, "offset": (page - 1) * PAGE_SIZE}
     if status:
         params["status"] = status
+    if text:
+        params["q"] = text
     async with Backend(request) as api:
         listing = await api.get("/jobs", params=params)
     data: dict[str, Any] = listing.data if listing.ok else {"items": [], "total": 0}
@@ -179,6 +182,7 @@ async def jobs_page(request: Request) -> Response:
         page=page,
         pages=pages,
         status=status,
+        q=text,
         statuses=[s.value for s in JobStatus],
         load_error=listing.error,
     )
