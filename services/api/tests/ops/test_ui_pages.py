@@ -13,7 +13,17 @@ from services.api.tests.conftest import add_user
 from services.api.tests.rows import T0, MakeJob
 
 XSS = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
-PAGES = ["/jobs", "/jobs?q=chest&status=done&page=2", "/upload", "/rules", "/destinations", "/license", "/users", "/tokens", "/status"]
+PAGES = [
+    "/jobs",
+    "/jobs?q=chest&status=done&page=2",
+    "/upload",
+    "/rules",
+    "/destinations",
+    "/license",
+    "/users",
+    "/tokens",
+    "/status",
+]
 
 
 @pytest.fixture
