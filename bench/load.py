@@ -1,0 +1,247 @@
+"""Receiver load: N concurrent associations, each sending its own CT series.
+
+Starts ``pulmogate receiver`` (Postgres by default, a fresh database; durable writes:
+fsync'd file and committed row before each success), then opens ``--associations``
+pynetdicom associations at once, each C-STOREing one series of ``--slices`` slices
+(new study/series/SOP UIDs per association, files sent as they are on disk). Prints
+instances/s, MB/s, C-STORE latency percentiles (request to response, per instance),
+the receiver's peak RSS, and the check that nothing was lost or duplicated: rows,
+distinct SOP Instance UIDs and files against the instances that got a success, and
+every series announced once. Asserts nothing; the exit code is 1 when something was
+lost or duplicated.
+
+    .venv/bin/python bench/load.py --associations 20 --slices 300 --size 256
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from pulmogate.common.phantom import make_phantom, write_series
+from tests.fixtures.infra import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def make_series(template: list[Path], out: Path) -> list[Path]:
+    """A copy of the template series with new study, series and SOP Instance UIDs."""
+    out.mkdir(parents=True)
+    study, series = generate_uid(), generate_uid()
+    paths = []
+    for k, src in enumerate(template):
+        ds = dcmread(src)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        path = out / f"{k:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def postgres_url() -> str:
+    name = f"pg_load_{uuid.uuid4().hex[:8]}"
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"],
+        check=True,
+    )
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+
+def sql(url: str, query: str) -> str:
+    libpq = url.replace("postgresql+asyncpg://", "postgresql://")
+    return subprocess.run(
+        ["psql", libpq, "-At", "-c", query], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def wait_echo(port: int, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError(f"receiver exited with {proc.returncode}")
+        echo = subprocess.run(
+            ["/usr/bin/echoscu", "-aec", "PULMOGATE", "127.0.0.1", str(port)], capture_output=True
+        )
+        if echo.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("receiver did not answer C-ECHO")
+
+
+class RssSampler(threading.Thread):
+    """Peak resident memory of a process, sampled every 0.2 s."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak_kb, self.stop = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            except OSError:
+                return
+            time.sleep(0.2)
+
+
+def send(port: int, files: list[Path], latencies: list[float], acked: list[str]) -> None:
+    """One association: C-STORE every file, recording each success and its latency."""
+    ae = AE(ae_title="LOAD_SCU")
+    ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
+    ae.dimse_timeout = 120
+    ae.network_timeout = 120
+    ae.acse_timeout = 120
+    assoc = ae.associate("127.0.0.1", port, ae_title="PULMOGATE")
+    if not assoc.is_established:
+        raise RuntimeError("association refused")
+    try:
+        for path in files:
+            uid = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+            started = time.perf_counter()
+            status = assoc.send_c_store(path)
+            latencies.append(time.perf_counter() - started)
+            if "Status" in status and int(status.Status) == 0:
+                acked.append(uid)
+    finally:
+        assoc.release()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    """Run the load and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--associations", type=int, default=20)
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--sqlite", action="store_true", help="embedded SQLite, not Postgres")
+    args = parser.parse_args()
+    _config.STORE_SEND_CHUNKED_DATASET = True  # send files as stored, no re-encoding
+
+    tmp = Path(tempfile.mkdtemp(prefix="pulmogate-load-"))
+    url = ""
+    try:
+        template = write_series(
+            make_phantom(slices=args.slices, size=args.size, seed=1), tmp / "template"
+        )
+        series = [make_series(template, tmp / f"a{i:02d}") for i in range(args.associations)]
+        files = [f for s in series for f in s]
+        megabytes = sum(f.stat().st_size for f in files) / 1e6
+
+        url = "" if args.sqlite else postgres_url()
+        port = free_port()
+        env = dict(os.environ) | {
+            "PULMOGATE_DATA_DIR": str(tmp / "data"),
+            "PULMOGATE_DICOM_HOST": "127.0.0.1",
+            "PULMOGATE_DICOM_PORT": str(port),
+            "PULMOGATE_DATABASE_URL": url,
+            "PULMOGATE_BROKER_URL": "memory://",
+            "PULMOGATE_LOG_LEVEL": "WARNING",
+            "PULMOGATE_SERIES_QUIET_SECONDS": "2",
+            "PULMOGATE_ACCEPT_FROM": "any",
+        }
+        subprocess.run([str(BIN / "pulmogate"), "db", "upgrade"], env=env, check=True)
+        proc = subprocess.Popen(
+            [str(BIN / "pulmogate"), "receiver"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_echo(port, proc)
+            rss = RssSampler(proc.pid)
+            rss.start()
+            latencies: list[list[float]] = [[] for _ in series]
+            acked: list[list[str]] = [[] for _ in series]
+            threads = [
+                threading.Thread(target=send, args=(port, s, latencies[i], acked[i]))
+                for i, s in enumerate(series)
+            ]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            seconds = time.perf_counter() - started
+            all_latencies = [x for lat in latencies for x in lat]
+            successes = {u for a in acked for u in a}
+            # Every series must be announced (quiet period after the last release).
+            if url:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if sql(url, "SELECT count(*) FROM series WHERE status = 'complete'") == str(
+                        len(series)
+                    ):
+                        break
+                    time.sleep(0.5)
+                rows = int(sql(url, "SELECT count(*) FROM instances"))
+                distinct = int(sql(url, "SELECT count(DISTINCT sop_instance_uid) FROM instances"))
+                announced = int(
+                    sql(url, "SELECT count(*) FROM outbox WHERE routing_key = 'series.arrived'")
+                )
+                complete = int(sql(url, "SELECT count(*) FROM series WHERE status = 'complete'"))
+            else:
+                rows = distinct = announced = complete = -1
+            rss.stop.set()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        stored = sum(1 for p in (tmp / "data").rglob("*.dcm"))
+        lost = len(successes) - min(rows, stored) if url else len(successes) - stored
+        duplicates = rows - distinct if url else 0
+        backend = "sqlite" if args.sqlite else "postgres"
+        print(
+            f"{args.associations} associations x {args.slices} slices of {args.size}x{args.size}"
+            f" ({len(files)} instances, {megabytes:.0f} MB), receiver on {backend}, "
+            f"{os.cpu_count()} CPUs"
+        )
+        print(
+            f"wall {seconds:.1f} s: {len(files) / seconds:.1f} instances/s, "
+            f"{megabytes / seconds:.1f} MB/s"
+        )
+        print(
+            "C-STORE latency ms: "
+            f"p50 {1000 * statistics.median(all_latencies):.1f}, "
+            f"p95 {1000 * percentile(all_latencies, 0.95):.1f}, "
+            f"p99 {1000 * percentile(all_latencies, 0.99):.1f}, "
+            f"max {1000 * max(all_latencies):.1f}"
+        )
+        print(f"receiver peak RSS {rss.peak_kb / 1024:.0f} MiB")
+        print(
+            f"successes {len(successes)}/{len(files)}, rows {rows}, files {stored}, "
+            f"series complete {complete}/{len(series)}, series.arrived staged {announced}, "
+            f"lost {lost}, duplicates {duplicates}"
+        )
+        return 0 if lost == 0 and duplicates == 0 and len(successes) == len(files) else 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if url:
+            name = url.rsplit("/", 1)[1]
+            subprocess.run(
+                ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE {name}"],
+                check=False,
+                capture_output=True,
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
