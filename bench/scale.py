@@ -1,6 +1,6 @@
 """Inference scaling: 1, then 2 `pulmogate inference` processes sharing the real RabbitMQ queue.
 
-Run: .venv/bin/python bench/scale.py [--studies 12] [--slices 64] [--size 256] [--workers 1,2]
+Run: .venv/bin/python bench/scale.py [--studies 12] [--slices 64] [--size 256] [--workers 1,2,2,1] [--no-pin]
 
 Prepares a fresh Postgres database and RabbitMQ vhost, writes N small phantom chest CT studies
 into storage and records them as queued jobs (what receiver + router leave behind). For each
@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -369,7 +370,12 @@ def main() -> int:
     parser.add_argument("--studies", type=int, default=12)
     parser.add_argument("--slices", type=int, default=64)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="comma-separated worker counts, run in this order (e.g. 1,2,2,1 to even out drift in "
+        "the machine's load); speed-up is relative to the mean of the smallest count's runs",
+    )
     parser.add_argument(
         "--no-pin",
         action="store_true",
@@ -408,14 +414,23 @@ def main() -> int:
         f"workers {'share all CPUs' if args.no_pin else 'pinned one per CPU'}"
     )
     print("workers  seconds  studies/min  speed-up  CPU s/study  jobs per worker  statuses")
+    fewest = min(counts)
+    baseline = statistics.mean(r.studies_per_minute for r in runs if r.workers == fewest)
     for run in runs:
-        speedup = run.studies_per_minute / runs[0].studies_per_minute
+        speedup = run.studies_per_minute / baseline
         shares = "/".join(str(len(jobs)) for jobs in run.per_worker)
         print(
             f"{run.workers:>7}  {run.seconds:7.1f}  {run.studies_per_minute:11.1f}  "
             f"{speedup:7.2f}x  {run.cpu_seconds / sum(run.statuses.values()):11.1f}  "
             f"{shares:>15}  {dict(run.statuses)}"
         )
+    if len(runs) > len(set(counts)):
+        for count in sorted(set(counts)):
+            rates = [r.studies_per_minute for r in runs if r.workers == count]
+            print(
+                f"{count} workers: mean {statistics.mean(rates):.1f} studies/min over {len(rates)} "
+                f"runs, {statistics.mean(rates) / baseline:.2f}x"
+            )
     print("every job analysed exactly once" if not problems else "\n".join(problems))
     return 1 if problems else 0
 
