@@ -123,7 +123,9 @@ def main() -> None:
                 seconds = run_target(target, files, tmp, args.postgres)
                 times.append(seconds)
                 rate = len(files) / seconds
-                print(f"{label:<22}{run:>4}{seconds:>10.2f}{rate:>10.1f}{megabytes / seconds:>8.1f}")
+                print(
+                    f"{label:<22}{run:>4}{seconds:>10.2f}{rate:>10.1f}{megabytes / seconds:>8.1f}"
+                )
             best[target] = statistics.median(times)
         ratio = best["bare"] / best["pulmogate"]
         print(f"pulmogate reaches {ratio:.0%} of the bare SCP's rate (medians)")
