@@ -167,3 +167,74 @@ async def test_a_purged_job_shows_why_its_results_are_gone(
     assert "Files purged by retention" in listing.text and "results.zip" not in listing.text
     assert "Files purged by retention: 2026-03-01 08:00" in detail.text
     assert api.json()["purged_at"].startswith("2026-03-01T08:00")
+
+
+async def test_rules_destinations_and_roles_are_edited_through_their_forms(
+    browser: httpx.AsyncClient, ctx: Context
+) -> None:
+    token = _csrf((await browser.get("/rules")).text)
+    await browser.post(
+        "/destinations",
+        data={
+            "csrf_token": token,
+            "name": "pacs",
+            "host": "10.0.0.9",
+            "port": "104",
+            "ae_title": "PACS",
+        },
+    )
+    dest_id = (await browser.get("/api/v1/destinations")).json()[0]["id"]
+    await browser.post("/rules", data={"csrf_token": token, "name": "r1", "enabled": "on"})
+    rule_id = (await browser.get("/api/v1/rules")).json()[0]["id"]
+    viewer = await add_user(ctx, "promoted", Role.VIEWER)
+
+    form = await browser.get(f"/rules/{rule_id}")
+    saved = await browser.post(
+        f"/rules/{rule_id}",
+        data={
+            "csrf_token": token,
+            "name": "r1 renamed",
+            "priority": "5",
+            "ttl_days": "7",
+            "source_ip": "10.0.0.0/8",
+            "destination_ids": str(dest_id),
+        },
+    )
+    bad = await browser.post(
+        f"/rules/{rule_id}",
+        data={"csrf_token": token, "name": "r1", "study_description_filter": "(unclosed"},
+    )
+    dest_saved = await browser.post(
+        f"/destinations/{dest_id}",
+        data={
+            "csrf_token": token,
+            "name": "pacs",
+            "host": "10.0.0.10",
+            "port": "11112",
+            "ae_title": "PACS2",
+        },
+    )
+    role = await browser.post(
+        f"/users/{viewer.id}/role", data={"csrf_token": token, "role": "operator"}
+    )
+
+    assert form.status_code == 200 and 'value="r1"' in form.text
+    assert saved.status_code == 303 and "notice=" in saved.headers["location"]
+    assert bad.status_code == 303 and "invalid+regular+expression" in bad.headers["location"]
+    rule = (await browser.get(f"/api/v1/rules/{rule_id}")).json()
+    assert (rule["name"], rule["priority"], rule["ttl_days"], rule["enabled"]) == (
+        "r1 renamed",
+        5,
+        7,
+        False,
+    )
+    assert rule["source_ip"] == "10.0.0.0/8" and rule["destination_ids"] == [dest_id]
+    destination = (await browser.get(f"/api/v1/destinations/{dest_id}")).json()
+    assert (destination["port"], destination["ae_title"], destination["enabled"]) == (
+        11112,
+        "PACS2",
+        False,
+    )
+    assert "notice=" in role.headers["location"] and "notice=" in dest_saved.headers["location"]
+    users = {u["username"]: u["role"] for u in (await browser.get("/api/v1/users")).json()}
+    assert users["promoted"] == "operator"

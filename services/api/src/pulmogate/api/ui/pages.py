@@ -349,25 +349,6 @@ async def create_rule(request: Request) -> Response:
     return _outcome(answer, "/rules", f"rule {fields.get('name', '')!s} added")
 
 
-@router.post("/rules/{rule_id}/toggle")
-async def toggle_rule(rule_id: int, request: Request) -> Response:
-    """Enable or disable a rule."""
-    fields, token = await _form(request)
-    enabled = fields.get("enabled") == "true"
-    async with Backend(request, token) as api:
-        answer = await api.call("PATCH", f"/rules/{rule_id}", json={"enabled": enabled})
-    return _outcome(answer, "/rules", f"rule {rule_id} {'enabled' if enabled else 'disabled'}")
-
-
-@router.post("/rules/{rule_id}/delete")
-async def delete_rule(rule_id: int, request: Request) -> Response:
-    """Remove a rule."""
-    _, token = await _form(request)
-    async with Backend(request, token) as api:
-        answer = await api.call("DELETE", f"/rules/{rule_id}")
-    return _outcome(answer, "/rules", f"rule {rule_id} deleted")
-
-
 @router.post("/rules/test")
 async def test_rules(request: Request) -> Response:
     """Run the rule tester and show its verdicts on the rules page."""
@@ -386,6 +367,56 @@ async def test_rules(request: Request) -> Response:
         test_result=answer.data if answer.ok else None,
         test_error=answer.error,
     )
+
+
+@router.get("/rules/{rule_id}")
+async def rule_edit_page(rule_id: int, request: Request) -> Response:
+    """A rule's form, filled in, to change it."""
+    me = await whoami(request)
+    async with Backend(request) as api:
+        rule = await api.get(f"/rules/{rule_id}")
+        destinations = await api.get("/destinations")
+    if not rule.ok:
+        return back("/rules", error=rule.error)
+    return render(
+        request,
+        "rule_edit.html",
+        me,
+        rule=rule.data,
+        destinations=destinations.data if destinations.ok else [],
+    )
+
+
+@router.post("/rules/{rule_id}")
+async def update_rule(rule_id: int, request: Request) -> Response:
+    """Save the edited rule (every field of the form)."""
+    fields, token = await _form(request)
+    form = await request.form()
+    fields["destination_ids"] = ",".join(str(v) for v in form.getlist("destination_ids"))
+    async with Backend(request, token) as api:
+        answer = await api.call("PATCH", f"/rules/{rule_id}", json=_rule_body(fields))
+    if not answer.ok:
+        return back(f"/rules/{rule_id}", error=answer.error)
+    return back("/rules", notice=f"rule {fields.get('name', '')!s} saved")
+
+
+@router.post("/rules/{rule_id}/toggle")
+async def toggle_rule(rule_id: int, request: Request) -> Response:
+    """Enable or disable a rule."""
+    fields, token = await _form(request)
+    enabled = fields.get("enabled") == "true"
+    async with Backend(request, token) as api:
+        answer = await api.call("PATCH", f"/rules/{rule_id}", json={"enabled": enabled})
+    return _outcome(answer, "/rules", f"rule {rule_id} {'enabled' if enabled else 'disabled'}")
+
+
+@router.post("/rules/{rule_id}/delete")
+async def delete_rule(rule_id: int, request: Request) -> Response:
+    """Remove a rule."""
+    _, token = await _form(request)
+    async with Backend(request, token) as api:
+        answer = await api.call("DELETE", f"/rules/{rule_id}")
+    return _outcome(answer, "/rules", f"rule {rule_id} deleted")
 
 
 # --- destinations -------------------------------------------------------------------------
@@ -414,6 +445,30 @@ async def create_destination(request: Request) -> Response:
     async with Backend(request, token) as api:
         answer = await api.call("POST", "/destinations", json=body)
     return _outcome(answer, "/destinations", f"destination {body['name']!s} added")
+
+
+@router.get("/destinations/{destination_id}")
+async def destination_edit_page(destination_id: int, request: Request) -> Response:
+    """A destination's form, filled in, to change it."""
+    me = await whoami(request)
+    async with Backend(request) as api:
+        destination = await api.get(f"/destinations/{destination_id}")
+    if not destination.ok:
+        return back("/destinations", error=destination.error)
+    return render(request, "destination_edit.html", me, destination=destination.data)
+
+
+@router.post("/destinations/{destination_id}")
+async def update_destination(destination_id: int, request: Request) -> Response:
+    """Save the edited destination."""
+    fields, token = await _form(request)
+    body: dict[str, Any] = {k: fields.get(k, "") for k in ("name", "host", "port", "ae_title")}
+    body["enabled"] = fields.get("enabled") == "on"
+    async with Backend(request, token) as api:
+        answer = await api.call("PATCH", f"/destinations/{destination_id}", json=body)
+    if not answer.ok:
+        return back(f"/destinations/{destination_id}", error=answer.error)
+    return back("/destinations", notice=f"destination {body['name']!s} saved")
 
 
 @router.post("/destinations/{destination_id}/delete")
@@ -497,6 +552,16 @@ async def set_user_active(user_id: int, request: Request) -> Response:
     async with Backend(request, token) as api:
         answer = await api.call("PATCH", f"/users/{user_id}", json={"active": active})
     return _outcome(answer, "/users", f"user {user_id} {'activated' if active else 'deactivated'}")
+
+
+@router.post("/users/{user_id}/role")
+async def set_user_role(user_id: int, request: Request) -> Response:
+    """Give a user another role."""
+    fields, token = await _form(request)
+    role = str(fields.get("role", ""))
+    async with Backend(request, token) as api:
+        answer = await api.call("PATCH", f"/users/{user_id}", json={"role": role})
+    return _outcome(answer, "/users", f"user {user_id} is now {role}")
 
 
 @router.get("/tokens")
