@@ -127,3 +127,29 @@ async def test_a_resent_announced_series_is_not_announced_again(
         await asyncio.sleep(1.5)
         assert len(await rx.instances(series)) == 4
     assert [e.instance_count for e in rx.arrivals(series)] == [4]
+
+
+async def test_a_sop_instance_uid_reused_in_another_series_is_refused_and_leaves_nothing(
+    receiver_on: ReceiverFactory,
+) -> None:
+    """Found by the receiver fuzz test: the reused UID used to be acknowledged as a
+    duplicate while its file was written into a new, empty series (announced with 0)."""
+    study, first, second = generate_uid(), generate_uid(), generate_uid()
+    original = ct_slice(study, first, 0)
+    reused = ct_slice(study, second, 0, sop_uid=str(original.SOPInstanceUID))
+    async with receiver_on() as rx:
+        assoc = await in_thread(associate, rx.port)
+        try:
+            assert await in_thread(store, assoc, [original]) == [SUCCESS]
+            answer = await in_thread(assoc.send_c_store, reused)
+        finally:
+            await in_thread(assoc.release)
+        await rx.wait_arrivals(first)
+        assert int(answer.Status) == 0xC210
+        assert "already stored in another series" in str(answer.ErrorComment)
+        assert await rx.series(second) is None
+        stored = [p for p in rx.incoming.rglob("*.dcm")]
+        assert [p.parent.name for p in stored] == [first]
+        assert [i.sop_instance_uid for i in await rx.instances(first)] == [
+            str(original.SOPInstanceUID)
+        ]

@@ -179,10 +179,8 @@ def test_after_the_fuzzing_the_receiver_answers_and_kept_only_sane_files(
 
     rows = receiver.run(stored_paths())
     assert isinstance(rows, set)
-    # Every success is a row with its file. A mutation that keeps the SOP Instance UID but
-    # changes the series UID is a duplicate (no second row) whose file is left beside the
-    # first one: extra files, never a missing one (docs/reliability.md, known gaps).
-    assert rows <= set(dicom_files)
+    # Every success is a row with its file, and no file is left without its row (a reused
+    # SOP Instance UID in another series is refused and its file removed).
+    assert rows == set(dicom_files)
     assert len(rows) <= SENT["successes"]
-    SENT["orphan_files"] = len(set(dicom_files) - rows)
     print(f"fuzzed receiver: {SENT}")

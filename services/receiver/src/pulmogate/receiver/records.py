@@ -50,6 +50,10 @@ class ReceivedInstance:
     slice_thickness: float | None = None
 
 
+class InstanceConflict(ValueError):
+    """The SOP Instance UID is already stored in another series (a peer reusing UIDs)."""
+
+
 @dataclass(frozen=True)
 class Recorded:
     """Outcome of recording an instance."""
@@ -101,6 +105,13 @@ async def _record_once(
 ) -> Recorded:
     now = utcnow()
     async with db.session() as session:
+        stored_in = await session.scalar(
+            select(Series.series_uid)
+            .join(Instance, Instance.series_id == Series.id)
+            .where(Instance.sop_instance_uid == item.sop_instance_uid)
+        )
+        if stored_in is not None and stored_in != item.series_uid:
+            raise InstanceConflict("SOP Instance UID already stored in another series")
         series = await session.scalar(
             select(Series).where(Series.series_uid == item.series_uid).with_for_update()
         )

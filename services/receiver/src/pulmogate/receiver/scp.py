@@ -28,7 +28,13 @@ from pulmogate.common.storage import Storage, atomic_write
 from pulmogate.common.uids import is_valid_uid
 from pulmogate.receiver.policy import brings_images, enabled_sources, refusal
 from pulmogate.receiver.qr import QueryRetrieveSCP, add_query_retrieve_contexts
-from pulmogate.receiver.records import Peer, ReceivedInstance, record_instance, release_association
+from pulmogate.receiver.records import (
+    InstanceConflict,
+    Peer,
+    ReceivedInstance,
+    record_instance,
+    release_association,
+)
 
 log = structlog.get_logger("pulmogate.receiver")
 
@@ -323,11 +329,15 @@ class StoreSCP:
         with self._lock:
             brought = self._series_by_assoc.setdefault(id(event.assoc), {})
             first_of_series = series_uid not in brought
-        recorded = self._wait(
-            record_instance(
-                self.db, item, self._peer(event.assoc), new_for_association=first_of_series
+        try:
+            recorded = self._wait(
+                record_instance(
+                    self.db, item, self._peer(event.assoc), new_for_association=first_of_series
+                )
             )
-        )
+        except InstanceConflict as conflict:
+            path.unlink(missing_ok=True)  # its own series folder: never the stored copy
+            raise CannotUnderstand(str(conflict)) from conflict
         with self._lock:
             brought[series_uid] = recorded.series_id
         log.debug(
