@@ -160,5 +160,11 @@ def test_operator_uploads_a_study_and_follows_it_to_its_results(
         expect(page.locator(".notice")).to_contain_text("deleted")
         expect(page.locator("table.results")).to_have_count(0)
         shot("06-deleted")
+
+        page.click("header nav a[href='/status']")
+        page.click("header a[href^='/lang/ru']")
+        expect(page.locator("h1")).to_have_text("Состояние")
+        expect(page.locator("#disk")).to_contain_text("limit 90 %")
+        shot("07-status-ru")
         context.close()
         browser.close()
