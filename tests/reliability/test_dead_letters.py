@@ -111,3 +111,39 @@ def test_an_unreadable_message_does_not_stop_the_consumer(gateway: Gateway, amqp
     )
     publish(amqp_url, valid.routing_key, valid.model_dump_json().encode())
     wait_until(lambda: "series.arrived for an unknown series" in gateway.logs(), 20, "consumption")
+
+
+async def test_memory_bus_parks_and_requeues_like_rabbitmq() -> None:
+    """The embedded bus (``pulmogate up``) follows the same policy: 3 attempts, parked
+    with the error, requeued with its attempts reset."""
+    from pulmogate.common.bus import base
+    from pulmogate.common.bus.memory import MemoryBus
+    from pulmogate.common.events import Event
+
+    seen: list[int] = []
+
+    async def handler(event: Event) -> None:
+        seen.append(1)  # never reached: the poison fails to decode
+
+    bus = MemoryBus()
+    delays = base.RETRY_DELAYS_S
+    base.RETRY_DELAYS_S = (0.01, 0.01)  # the policy, not its timing, is under test
+    try:
+        await bus.subscribe("q", ["series.arrived"], handler)
+        await bus.publish_raw("series.arrived", POISON)
+        for _ in range(200):
+            if await bus.dead_letters("q"):
+                break
+            await asyncio.sleep(0.01)
+        [letter] = await bus.dead_letters("q")
+        assert "ValidationError" in letter.error and len(seen) == 0
+        assert await bus.requeue_dead_letters("q") == 1
+        assert await bus.dead_letters("q") == []
+        for _ in range(200):
+            if await bus.dead_letters("q"):
+                break
+            await asyncio.sleep(0.01)
+        assert len(await bus.dead_letters("q")) == 1
+    finally:
+        base.RETRY_DELAYS_S = delays
+        await bus.close()

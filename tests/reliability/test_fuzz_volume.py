@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
@@ -113,7 +113,9 @@ def test_pixel_data_shorter_than_the_header_promises_is_refused() -> None:
         load_volume(slices, min_slices=1)
 
 
-def test_counts_for_the_report() -> None:
-    assume(True)
-    assert sum(OUTCOMES.values()) >= sum(EXAMPLES.values()) or not OUTCOMES["volumes"]
+def test_the_fuzzing_reached_volumes_and_refusals() -> None:
+    """Mutations that all fail at the first check would prove little: both outcomes occur."""
+    if not sum(OUTCOMES.values()):
+        pytest.skip("runs after the fuzz tests of this module")
+    assert OUTCOMES["volumes"] > 0 and OUTCOMES["refusals"] > 0, OUTCOMES
     print(f"fuzzed volume loader: {OUTCOMES}")
