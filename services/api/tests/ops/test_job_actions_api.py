@@ -2,6 +2,7 @@
 
 import io
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -76,6 +77,8 @@ async def test_results_zip_holds_each_output_by_kind(
         f"job-{job_id}/sr/0001.dcm",
     ]
     assert archive.read(f"job-{job_id}/overlay/0001.dcm") == b"DICM0"
+    leftovers = list(Path(tempfile.gettempdir()).glob(f"pulmogate-job-{job_id}-*.zip"))
+    assert leftovers == []  # the zip is built on disk and removed once sent
 
 
 async def test_a_job_without_results_has_no_zip_and_cannot_be_resent(

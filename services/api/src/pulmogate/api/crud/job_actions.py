@@ -1,7 +1,8 @@
 """What an operator does to a job: resend its results, delete it, pack its results as a zip."""
 
-import io
+import os
 import shutil
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,14 +160,22 @@ async def get_job_for_zip(session: AsyncSession, job_id: int) -> list[ResultFile
     return [ResultFile(o.kind, Path(o.path)) for o in outputs]
 
 
-def pack_results(job_id: int, files: list[ResultFile]) -> bytes:
-    """A zip of the files as ``job-<id>/<kind>/<n>.dcm`` (blocking: run it in a thread)."""
-    buffer = io.BytesIO()
+def pack_results(job_id: int, files: list[ResultFile]) -> Path:
+    """A temporary zip of the files as ``job-<id>/<kind>/<n>.dcm`` (the caller deletes it;
+    blocking: run it in a thread). On disk, not in memory: an overlay series can be large."""
+    fd, name = tempfile.mkstemp(prefix=f"pulmogate-job-{job_id}-", suffix=".zip")
+    path = Path(name)
     counts: dict[str, int] = {}
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for item in files:
-            if not item.path.is_file():
-                raise Conflict(f"job {job_id}: a {item.kind} result file is missing from storage")
-            counts[item.kind] = counts.get(item.kind, 0) + 1
-            archive.write(item.path, f"job-{job_id}/{item.kind}/{counts[item.kind]:04d}.dcm")
-    return buffer.getvalue()
+    try:
+        with os.fdopen(fd, "wb") as out, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            for item in files:
+                if not item.path.is_file():
+                    raise Conflict(
+                        f"job {job_id}: a {item.kind} result file is missing from storage"
+                    )
+                counts[item.kind] = counts.get(item.kind, 0) + 1
+                archive.write(item.path, f"job-{job_id}/{item.kind}/{counts[item.kind]:04d}.dcm")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path

@@ -3,6 +3,8 @@
 import asyncio
 
 from fastapi import APIRouter, Response, status
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from pulmogate.api.access import Operator, Viewer
 from pulmogate.api.auditing import audit_change
@@ -49,10 +51,11 @@ async def delete_job(job_id: int, session: SessionDep, ctx: ContextDep, user: Op
 )
 async def download_results(job_id: int, session: SessionDep, _user: Viewer) -> Response:
     """The job's result objects (overlay, summary, SR, SEG) as one zip."""
-    job = await crud.get_job_for_zip(session, job_id)
-    data = await asyncio.to_thread(crud.pack_results, job_id, job)
-    return Response(
-        data,
+    files = await crud.get_job_for_zip(session, job_id)
+    path = await asyncio.to_thread(crud.pack_results, job_id, files)
+    return FileResponse(
+        path,
         media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="pulmogate-job-{job_id}.zip"'},
+        filename=f"pulmogate-job-{job_id}.zip",
+        background=BackgroundTask(path.unlink, missing_ok=True),
     )
