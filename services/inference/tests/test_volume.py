@@ -290,12 +290,21 @@ def test_undecodable_pixel_data_is_refused(paths: list[Path]) -> None:
     )
 
 
-def test_unreadable_file_is_refused(tmp_path: Path, paths: list[Path]) -> None:
-    broken = tmp_path / "broken.dcm"
-    broken.write_bytes(paths[0].read_bytes()[:400])  # cut inside the header
-    refusal = _refusal([broken, *paths[1:]])
-    assert refusal.code in (RefusalCode.UNREADABLE, RefusalCode.MISSING_PIXEL_DATA)
-    assert "broken.dcm" in refusal.message or "slice" in refusal.message
+def test_unreadable_files_are_refused(tmp_path: Path, paths: list[Path]) -> None:
+    garbage = tmp_path / "garbage.dcm"
+    garbage.write_bytes(b"not a DICOM file " * 8)
+    refusal = _refusal([garbage, *paths[1:]])
+    assert (refusal.code, refusal.message) == (
+        RefusalCode.UNREADABLE,
+        "garbage.dcm is not a DICOM image",
+    )
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(paths[0].read_bytes()[:400])  # cut inside the header: no pixel data
+    refusal = _refusal([cut, *paths[1:]])
+    assert (refusal.code, refusal.message) == (
+        RefusalCode.MISSING_PIXEL_DATA,
+        "slice cut.dcm has no pixel data",
+    )
 
 
 def test_empty_series_is_refused() -> None:

@@ -55,11 +55,14 @@ def _read(source: Path | pydicom.Dataset) -> pydicom.Dataset:
     if isinstance(source, pydicom.Dataset):
         return source
     try:
-        return pydicom.dcmread(source, force=True)
+        ds = pydicom.dcmread(source, force=True)
     except (InvalidDicomError, OSError, ValueError, EOFError) as error:
         raise Refusal(
             RefusalCode.UNREADABLE, f"cannot read {Path(source).name}: {error}"
         ) from error
+    if not any(k in ds for k in ("SOPClassUID", "Modality", "PixelData", "Rows")):
+        raise Refusal(RefusalCode.UNREADABLE, f"{Path(source).name} is not a DICOM image")
+    return ds
 
 
 def _floats(ds: pydicom.Dataset, keyword: str, count: int, name: str) -> list[float]:
@@ -84,8 +87,12 @@ def _floats(ds: pydicom.Dataset, keyword: str, count: int, name: str) -> list[fl
 
 
 def _label(ds: pydicom.Dataset) -> str:
-    """A short, patient-free name for a slice in messages."""
-    return str(ds.get("InstanceNumber", "?"))
+    """A short, patient-free name for a slice in messages: instance number, else file name."""
+    number = ds.get("InstanceNumber")
+    if number not in (None, ""):
+        return str(number)
+    filename = getattr(ds, "filename", None)
+    return Path(filename).name if isinstance(filename, str) and filename else "?"
 
 
 def _check_ct(datasets: Sequence[pydicom.Dataset]) -> None:
