@@ -133,6 +133,31 @@ def close_vhost_connections(amqp_url: str) -> int:
     return open_before
 
 
+def queue_depths(amqp_url: str) -> dict[str, int]:
+    """Queues of this test's vhost that hold messages (ready or unacked), delay queues aside."""
+    listed = subprocess.run(
+        [
+            RABBITMQCTL,
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "-p",
+            vhost_of(amqp_url),
+            "name",
+            "messages",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    depths = {}
+    for line in listed.splitlines():
+        name, _, count = line.partition("\t")
+        if count.strip() not in ("", "0") and not name.startswith("pulmogate.delay."):
+            depths[name] = int(count)
+    return depths
+
+
 def log_text(log_dir: Path) -> str:
     """All service logs of a gateway."""
     return "".join(p.read_text(errors="replace") for p in sorted(log_dir.glob("*.log")))

@@ -9,6 +9,7 @@ C-STORE request; the modality is pynetdicom (tests/reliability/scu.py) so each i
 status is known.
 """
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tests.fixtures.gateway import Gateway, add_route, run_gateway
 from tests.reliability.faults import (
     close_vhost_connections,
     kill,
+    queue_depths,
     restart,
     sql,
     terminate_db_sessions,
@@ -337,9 +339,31 @@ def test_instance_arriving_after_the_job_is_stored_and_starts_no_second_job(
     assert len(destination.requests) == requests_before
 
 
+def test_after_all_the_faults_nothing_is_stuck(
+    gateway: Gateway, pg_url: str, amqp_url: str
+) -> None:
+    """Runs after the fault tests: every job final, every delivery final, every series
+    announced, the outbox drained, no message waiting or parked."""
+    time.sleep(2)  # let the last outbox round and the last acks land
+    assert sql(pg_url, "SELECT status FROM jobs WHERE status NOT IN ('done')") == []
+    assert sql(pg_url, "SELECT status FROM deliveries WHERE status <> 'delivered'") == []
+    assert sql(pg_url, "SELECT status FROM series WHERE status = 'receiving'") == []
+    assert sql(pg_url, "SELECT id FROM outbox WHERE published_at IS NULL") == []
+    with gateway.client() as client:
+        parked = client.get("/api/v1/dead-letters")
+    assert parked.status_code == 200 and parked.json() == [], parked.text
+    assert queue_depths(amqp_url) == {}
+
+
 def test_no_patient_name_or_id_in_any_service_log(gateway: Gateway) -> None:
     """Runs last in this module: every study above carried the distinctive PHI."""
     logs = gateway.logs()
     assert "series complete" in logs and "delivered" in logs
+    with gateway.client() as client:
+        jobs = client.get("/api/v1/jobs", params={"limit": 100}).json()["items"]
+        assert len(jobs) >= 8
+        job_logs = "".join(client.get(f"/api/v1/jobs/{j['id']}/log").text for j in jobs)
+    assert "analysis started" in job_logs
     for phi in (PATIENT_NAME, PATIENT_ID, "PHANTOM", "7731"):
         assert phi not in logs, f"{phi!r} appears in the service logs"
+        assert phi not in job_logs, f"{phi!r} appears in a job log"
