@@ -8,7 +8,8 @@ or the database server); nothing is mocked.
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -131,6 +132,36 @@ def close_vhost_connections(amqp_url: str) -> int:
         capture_output=True,
     )
     return open_before
+
+
+@contextmanager
+def publishing_only(amqp_url: str, routing_key_regex: str) -> Iterator[None]:
+    """Let new connections of this vhost publish to the ``pulmogate`` exchange only with
+    routing keys matching the regex (RabbitMQ topic permissions): any other publish is
+    refused by the broker, as when it is unreachable at that moment."""
+    vhost = vhost_of(amqp_url)
+    subprocess.run(
+        [
+            RABBITMQCTL,
+            "set_topic_permissions",
+            "-p",
+            vhost,
+            "guest",
+            "pulmogate",
+            routing_key_regex,
+            ".*",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield
+    finally:
+        subprocess.run(
+            [RABBITMQCTL, "clear_topic_permissions", "-p", vhost, "guest"],
+            check=True,
+            capture_output=True,
+        )
 
 
 def queue_depths(amqp_url: str) -> dict[str, int]:

@@ -21,6 +21,7 @@ from tests.fixtures.gateway import Gateway, add_route, run_gateway
 from tests.reliability.faults import (
     close_vhost_connections,
     kill,
+    publishing_only,
     queue_depths,
     restart,
     sql,
@@ -221,6 +222,51 @@ def test_router_killed_right_after_creating_the_job_reaches_done_once(
     assert_delivered_once(job, destination)
 
 
+def test_router_killed_between_commit_and_publish_publishes_on_restart(
+    gateway: Gateway, destination: RecordingSCP, pg_url: str, amqp_url: str, tmp_path: Path
+) -> None:
+    """The job and its ``analysis.requested`` outbox row are committed, the publish is
+    refused by the broker (topic permission), the router is killed: the restarted
+    router's outbox relay publishes the row and the job completes."""
+    files = new_series(tmp_path)
+    series_uid = series_uid_of(files)
+    kill(gateway, "router")
+    send_series(gateway.dicom_port, files)
+    wait_until(
+        lambda: (
+            sql(pg_url, f"SELECT status FROM series WHERE series_uid = '{series_uid}'")
+            == [["complete"]]
+        ),
+        30,
+        "the series to be announced",
+    )
+    router_log = gateway.log_dir / "router.log"
+    refused_before = router_log.read_text().count("outbox publish failed")
+    with publishing_only(amqp_url, r"^series\.arrived$"):
+        restart(gateway, "router")
+
+        def committed_not_published() -> bool:
+            return bool(
+                sql(
+                    pg_url,
+                    "SELECT o.id FROM outbox o WHERE o.routing_key = 'analysis.requested' "
+                    "AND o.published_at IS NULL AND EXISTS (SELECT 1 FROM jobs j JOIN series s "
+                    f"ON s.id = j.series_id WHERE s.series_uid = '{series_uid}')",
+                )
+            )
+
+        wait_until(committed_not_published, 60, "the job committed with its event unpublished")
+        wait_until(
+            lambda: router_log.read_text().count("outbox publish failed") > refused_before,
+            30,
+            "the refused publish",
+        )
+        kill(gateway, "router")
+    restart(gateway, "router")
+    job = wait_final_job(gateway, series_uid)
+    assert_delivered_once(job, destination)
+
+
 def test_inference_killed_mid_analysis_is_analysed_again_and_delivered_once(
     gateway: Gateway, destination: RecordingSCP, pg_url: str, tmp_path: Path
 ) -> None:
@@ -361,7 +407,7 @@ def test_no_patient_name_or_id_in_any_service_log(gateway: Gateway) -> None:
     assert "series complete" in logs and "delivered" in logs
     with gateway.client() as client:
         jobs = client.get("/api/v1/jobs", params={"limit": 100}).json()["items"]
-        assert len(jobs) >= 8
+        assert len(jobs) >= 9
         job_logs = "".join(client.get(f"/api/v1/jobs/{j['id']}/log").text for j in jobs)
     assert "analysis started" in job_logs
     for phi in (PATIENT_NAME, PATIENT_ID, "PHANTOM", "7731"):
