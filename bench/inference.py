@@ -28,10 +28,12 @@ from pulmogate.inference.outputs import build_outputs
 from pulmogate.inference.volume import load_volume
 
 
-def _write(folder: str, slices: int, size: int, involvement: float) -> None:
+def _write(folder: str, slices: int, size: int, involvement: float, thickness: float) -> None:
     """Generate the phantom and write it as DICOM files (runs in a child process)."""
     started = time.perf_counter()
-    phantom = make_phantom(slices=slices, size=size, involvement=involvement)
+    phantom = make_phantom(
+        slices=slices, size=size, involvement=involvement, slice_thickness_mm=thickness
+    )
     generated = time.perf_counter()
     write_series(phantom, Path(folder))
     print(f"phantom generation    {generated - started:6.2f} s (not part of the analysis)")
@@ -44,6 +46,7 @@ class _Clock:
 
     def __init__(self) -> None:
         self.laps: dict[str, tuple[float, float]] = {}
+        self.peaks: dict[str, float] = {}  # peak RSS (MiB) reached by the end of each stage
         self._wall, self._cpu = time.perf_counter(), self._cpu_now()
 
     @staticmethod
@@ -54,6 +57,7 @@ class _Clock:
     def lap(self, stage: str) -> None:
         wall, cpu = time.perf_counter(), self._cpu_now()
         self.laps[stage] = (wall - self._wall, cpu - self._cpu)
+        self.peaks[stage] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self._wall, self._cpu = wall, cpu
 
 
@@ -63,6 +67,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--involvement", type=float, default=0.3)
+    parser.add_argument("--thickness", type=float, default=1.25, help="slice thickness, mm")
     parser.add_argument("--model", default="qct")
     parser.add_argument("--provider", default="auto")
     args = parser.parse_args()
@@ -73,7 +78,7 @@ def main() -> None:
     print(f"session creation and warm-up {time.perf_counter() - started:5.2f} s (once per worker)")
     with tempfile.TemporaryDirectory() as folder:
         child = multiprocessing.Process(
-            target=_write, args=(folder, args.slices, args.size, args.involvement)
+            target=_write, args=(folder, args.slices, args.size, args.involvement, args.thickness)
         )
         child.start()
         child.join()
@@ -88,9 +93,9 @@ def main() -> None:
     encoded = sum(len(dataset_bytes(obj.dataset)) for obj in objects)
     clock.lap("encode")
     print(f"volume: {volume.hu.shape} voxels, spacing {volume.spacing} mm")
-    print("stage                   wall s   CPU s (user+sys, all threads)")
+    print("stage                   wall s   CPU s   peak RSS so far (MiB)")
     for stage, (wall, cpu) in clock.laps.items():
-        print(f"{stage:<21} {wall:8.2f} {cpu:7.2f}")
+        print(f"{stage:<21} {wall:8.2f} {cpu:7.2f} {clock.peaks[stage]:8.0f}")
         if stage == "segment+quantify":
             for part, seconds in analysis.timings.items():
                 print(f"  {part:<19} {seconds:8.2f}")
