@@ -350,3 +350,16 @@ def test_patient_name_is_not_logged(
         build_outputs(volume, analysis, language="ru")
     assert "Иванов" not in caplog.text
     assert str(volume.headers[0].PatientID) not in caplog.text
+
+
+def test_iter_outputs_streams_the_same_objects(case: tuple[Volume, Analysis]) -> None:
+    from collections.abc import Iterator
+
+    from pulmogate.inference.outputs import iter_outputs
+
+    streamed = iter_outputs(*case)
+    assert isinstance(streamed, Iterator)
+    built = build_outputs(*case)
+    assert [(o.kind, o.dataset.SOPInstanceUID) for o in streamed] == [
+        (o.kind, o.dataset.SOPInstanceUID) for o in built
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -27,28 +28,40 @@ class OutputObject:
     dataset: pydicom.Dataset
 
 
-def build_outputs(
+def iter_outputs(
     volume: Volume, analysis: Analysis, *, language: str = "en", institution: str | None = None
-) -> list[OutputObject]:
-    """Build the overlay slices, summary page, SR and SEG for one analysed series."""
-    from pulmogate.inference.outputs.overlay import build_overlay
+) -> Iterator[OutputObject]:
+    """The outputs one at a time (overlay slices, summary, SR, SEG), the same objects in the
+    same order as ``build_outputs``: a caller that writes each and drops it holds one overlay
+    image in memory instead of all of them (907 slices of RGB for a 1000-slice series)."""
+    from pulmogate.inference.outputs.overlay import iter_overlay
     from pulmogate.inference.outputs.seg import build_seg
     from pulmogate.inference.outputs.sr import build_sr
     from pulmogate.inference.outputs.summary import build_summary
 
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {LANGUAGES}, not {language!r}")
-    started = time.perf_counter()
     now = datetime.now()
-    overlay = build_overlay(volume, analysis, language=language, institution=institution, now=now)
-    summary = build_summary(volume, analysis, language=language, institution=institution, now=now)
+    for ds in iter_overlay(volume, analysis, language=language, institution=institution, now=now):
+        yield OutputObject("overlay", ds)
+    yield OutputObject(
+        "summary",
+        build_summary(volume, analysis, language=language, institution=institution, now=now),
+    )
     seg = build_seg(volume, analysis, institution=institution)
-    sr = build_sr(volume, analysis, seg, institution=institution, now=now)
-    objects = [OutputObject("overlay", ds) for ds in overlay]
-    objects.append(OutputObject("summary", summary))
-    objects.append(OutputObject("sr", sr))
+    yield OutputObject("sr", build_sr(volume, analysis, seg, institution=institution, now=now))
     if seg is not None:
-        objects.append(OutputObject("seg", seg.dataset))
+        yield OutputObject("seg", seg.dataset)
+
+
+def build_outputs(
+    volume: Volume, analysis: Analysis, *, language: str = "en", institution: str | None = None
+) -> list[OutputObject]:
+    """Build the overlay slices, summary page, SR and SEG for one analysed series."""
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {LANGUAGES}, not {language!r}")
+    started = time.perf_counter()
+    objects = list(iter_outputs(volume, analysis, language=language, institution=institution))
     log.info(
         "built %d output objects for series %s in %.2f s",
         len(objects),
@@ -58,4 +71,4 @@ def build_outputs(
     return objects
 
 
-__all__ = ["KINDS", "LANGUAGES", "OutputObject", "build_outputs"]
+__all__ = ["KINDS", "LANGUAGES", "OutputObject", "build_outputs", "iter_outputs"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -98,12 +99,23 @@ def build_overlay(
     now: datetime | None = None,
 ) -> list[pydicom.Dataset]:
     """One Secondary Capture RGB image per input slice that holds lung, linked to its source."""
+    return list(iter_overlay(volume, analysis, language=language, institution=institution, now=now))
+
+
+def iter_overlay(
+    volume: Volume,
+    analysis: Analysis,
+    *,
+    language: str = "en",
+    institution: str | None = None,
+    now: datetime | None = None,
+) -> Iterator[pydicom.Dataset]:
+    """The overlay images one at a time, so a caller can write each and let it go."""
     now = now or datetime.now()
     slices = lung_slices(analysis)
     areas = slice_areas_cm2(volume, analysis)
     annotator = OverlayAnnotator(volume.hu.shape[2], language)
     description = series_description("lesions", analysis)
-    datasets = []
     for index, z in enumerate(slices):
         source = volume.headers[z]
         ds = secondary_capture(
@@ -128,5 +140,4 @@ def build_overlay(
         label = f"{text('slice', language)} {int(z) + 1}/{volume.hu.shape[0]}"
         annotator.annotate(rgb, label, float(areas[z, 0]), float(areas[z, 1]))
         set_rgb_pixels(ds, rgb)
-        datasets.append(ds)
-    return datasets
+        yield ds
