@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import functools
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -77,10 +78,41 @@ class Run:
     statuses: Counter[str]
     attempts: Counter[int]
     started_logs: Counter[int]
+    stage_seconds: dict[str, float]
 
     @property
     def studies_per_minute(self) -> float:
         return sum(self.statuses.values()) / self.seconds * 60
+
+
+def _spin(cpu: int, loops: int) -> None:
+    os.sched_setaffinity(0, {cpu})
+    total = 0
+    for i in range(loops):
+        total += i * i
+
+
+def _machine_capacity(workers: int, loops: int = 15_000_000) -> float:
+    """How much faster ``workers`` pinned busy loops finish than one, right now (ideal: workers).
+
+    Tells the CPU this machine really gives when its cores are shared with other work (or are
+    hyperthreads of fewer physical cores): the ceiling for the inference speed-up.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+
+    def elapsed(count: int) -> float:
+        procs = [
+            multiprocessing.Process(target=_spin, args=(cpus[i % len(cpus)], loops))
+            for i in range(count)
+        ]
+        started = time.perf_counter()
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        return time.perf_counter() - started
+
+    return workers * elapsed(1) / elapsed(workers)
 
 
 def _psql(sql: str) -> None:
@@ -311,6 +343,10 @@ async def _measure(
         statuses=Counter(str(j.status) for j in jobs),
         attempts=Counter(j.attempts for j in jobs),
         started_logs=started_logs,
+        stage_seconds={
+            stage: statistics.mean(float(j.timings.get(stage, 0.0)) for j in jobs)
+            for stage in sorted({s for j in jobs for s in j.timings})
+        },
     )
 
 
@@ -402,9 +438,11 @@ def main() -> int:
                 f"prepared {args.studies} (+{max(counts)} warm-up) phantom studies of {args.slices} slices "
                 f"{args.size}x{args.size} in {time.perf_counter() - t:.1f} s"
             )
+            capacity_before = _machine_capacity(max(counts))
             runs, problems = asyncio.run(
                 _bench(db_url, amqp_url, data_dir, series_files, counts, not args.no_pin)
             )
+            capacity_after = _machine_capacity(max(counts))
     finally:
         _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         _rabbitmqctl("delete_vhost", name, check=False)
@@ -412,6 +450,10 @@ def main() -> int:
     print(
         f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; "
         f"workers {'share all CPUs' if args.no_pin else 'pinned one per CPU'}"
+    )
+    print(
+        f"machine capacity ({max(counts)} pinned busy loops vs 1): {capacity_before:.2f}x before, "
+        f"{capacity_after:.2f}x after: the ceiling for the speed-up"
     )
     print("workers  seconds  studies/min  speed-up  CPU s/study  jobs per worker  statuses")
     fewest = min(counts)
@@ -424,6 +466,10 @@ def main() -> int:
             f"{speedup:7.2f}x  {run.cpu_seconds / sum(run.statuses.values()):11.1f}  "
             f"{shares:>15}  {dict(run.statuses)}"
         )
+    print("mean wall seconds per study and stage, inside the workers (job.timings):")
+    for run in runs:
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in run.stage_seconds.items())
+        print(f"  {run.workers} workers: {stages}")
     if len(runs) > len(set(counts)):
         for count in sorted(set(counts)):
             rates = [r.studies_per_minute for r in runs if r.workers == count]
