@@ -9,6 +9,7 @@ C-STORE request; the modality is pynetdicom (tests/reliability/scu.py) so each i
 status is known.
 """
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -288,6 +289,28 @@ def test_sender_killed_mid_association_resends_and_the_destination_keeps_one_cop
     assert max(destination.duplicates(outputs).values()) == 2
 
 
+def test_sender_stopped_mid_association_finishes_it_before_exiting(
+    gateway: Gateway, destination: RecordingSCP, tmp_path: Path
+) -> None:
+    """SIGTERM (a deploy, a scale-down): the association in progress completes and is
+    recorded, so nothing is sent twice after the restart."""
+    files = new_series(tmp_path)
+    series_uid = series_uid_of(files)
+    before = len(destination.requests)
+    destination.delay_s = 0.1
+    try:
+        send_series(gateway.dicom_port, files)
+        wait_until(lambda: len(destination.requests) > before + 2, 90, "the first C-STOREs")
+        sender = gateway.processes["sender"]
+        sender.send_signal(signal.SIGTERM)
+        assert sender.wait(timeout=30) == 0
+    finally:
+        destination.delay_s = 0.0
+    restart(gateway, "sender")
+    job = wait_final_job(gateway, series_uid)
+    assert_delivered_once(job, destination)
+
+
 def test_broker_connections_cut_while_announcing_and_while_sending_lose_and_duplicate_nothing(
     gateway: Gateway, destination: RecordingSCP, amqp_url: str, tmp_path: Path
 ) -> None:
@@ -383,7 +406,7 @@ def test_no_patient_name_or_id_in_any_service_log(gateway: Gateway) -> None:
     assert "series complete" in logs and "delivered" in logs
     with gateway.client() as client:
         jobs = client.get("/api/v1/jobs", params={"limit": 100}).json()["items"]
-        assert len(jobs) >= 8
+        assert len(jobs) >= 9
         job_logs = "".join(client.get(f"/api/v1/jobs/{j['id']}/log").text for j in jobs)
     assert "analysis started" in job_logs
     for phi in (PATIENT_NAME, PATIENT_ID, "PHANTOM", "7731"):

@@ -34,6 +34,7 @@ PREFETCH = 4
 FINAL = frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.FAILED})
 STALE_SENDING_S = 300.0
 RECONCILE_EVERY_S = 60.0
+STOP_WAIT_S = 10.0
 
 
 class SenderService:
@@ -56,7 +57,10 @@ class SenderService:
         ctx.spawn(self._reconcile_loop(), "sender-reconcile")
 
     async def stop(self) -> None:
-        """Nothing to release: unacked messages return to the queue."""
+        """Give associations in progress up to ``STOP_WAIT_S`` to finish and be recorded
+        (unacked messages return to the queue; one cut short is sent again at start)."""
+        if self._attempts:
+            await asyncio.wait(set(self._attempts), timeout=STOP_WAIT_S)
 
     async def on_event(self, event: Event) -> None:
         """Attempt one delivery (idempotent: final deliveries are acked untouched)."""
