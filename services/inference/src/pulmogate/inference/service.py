@@ -4,7 +4,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import select
@@ -24,6 +24,9 @@ from pulmogate.common.outbox import enqueue
 from pulmogate.common.refusals import Refusal
 from pulmogate.common.runtime import Context
 from pulmogate.common.storage import atomic_write, dataset_bytes
+
+if TYPE_CHECKING:
+    from pulmogate.inference.segment.base import Segmenter
 
 log = structlog.get_logger("pulmogate.inference")
 
@@ -64,10 +67,18 @@ class InferenceService:
 
     def __init__(self) -> None:
         self.ctx: Context | None = None
+        self.segmenter: Segmenter | None = None
 
     async def start(self, ctx: Context) -> None:
-        """Subscribe to analysis requests."""
+        """Load and warm the configured model once, then subscribe to analysis requests."""
+        from pulmogate.inference.analysis import default_segmenter
+
         self.ctx = ctx
+        settings = ctx.settings
+        self.segmenter = await asyncio.to_thread(
+            default_segmenter, settings.model, settings.execution_provider
+        )
+        log.info("model ready", model=settings.model, providers=settings.execution_provider)
         await ctx.bus.subscribe(QUEUE, [AnalysisRequested.routing_key], self.on_event, prefetch=1)
 
     async def stop(self) -> None:
@@ -112,7 +123,7 @@ class InferenceService:
     def _analyse(self, job_id: int, paths: list[Path]) -> AnalysisResult:
         """Load, segment, quantify, render and store (runs in a worker thread)."""
         from pulmogate.inference.analysis import analyse
-        from pulmogate.inference.outputs import build_outputs
+        from pulmogate.inference.outputs import iter_outputs
         from pulmogate.inference.volume import load_volume
 
         assert self.ctx is not None
@@ -125,17 +136,20 @@ class InferenceService:
             min_slices=settings.min_slices,
         )
         timings["load"] = time.perf_counter() - t
-        analysis = analyse(volume)
+        analysis = analyse(volume, self.segmenter)
         timings.update(analysis.timings)
-        t = time.perf_counter()
-        objects = build_outputs(volume, analysis, language=settings.language)
-        timings["render"] = time.perf_counter() - t
-        t = time.perf_counter()
+        # Objects are built and written one at a time: one overlay image in memory, not all.
+        timings["render"] = timings["encode"] = 0.0
         stored: list[StoredOutput] = []
-        for obj in objects:
+        t = time.perf_counter()
+        for obj in iter_outputs(volume, analysis, language=settings.language):
+            built = time.perf_counter()
+            timings["render"] += built - t
             ds = obj.dataset
             path = self.ctx.storage.result_path(job_id, obj.kind, str(ds.SOPInstanceUID))
             atomic_write(path, dataset_bytes(ds))
+            t = time.perf_counter()
+            timings["encode"] += t - built
             stored.append(
                 StoredOutput(
                     obj.kind,
@@ -145,7 +159,6 @@ class InferenceService:
                     path,
                 )
             )
-        timings["encode"] = time.perf_counter() - t
         figures = {
             side: {
                 "lung_ml": round(f.lung_ml, 1),
