@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 def test_orthanc_sends_a_study_and_receives_the_results_back(tmp_path: Path) -> None:
     series = tmp_path / "ct"
-    write_series(make_phantom(slices=60, size=160, involvement=0.2, seed=11), series, seed=11)
+    write_series(make_phantom(slices=60, size=192, involvement=0.2, seed=11), series, seed=11)
     dicom_port = free_port()
     modalities: dict[str, list[object]] = {"pulmogate": ["PULMOGATE", "127.0.0.1", dicom_port]}
     with (

@@ -51,7 +51,7 @@ def make_case(tmp_path: Path, *, slices: int = 20, size: int = 128) -> tuple[Vol
     headers: list[pydicom.Dataset] = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     for header in headers:  # a Cyrillic name must survive into every output
         header.SpecificCharacterSet = "ISO_IR 192"
-        header.PatientName = "Иванов^Иван"
+        header.PatientName = "ФАНТОМ^ГРУДНАЯ^КЛЕТКА"
         header.AccessionNumber = "A-42"
     volume = Volume(
         hu=phantom.hu,
@@ -322,7 +322,7 @@ def test_all_outputs_pass_dciodvfy(outputs: list[OutputObject], tmp_path: Path) 
         seen.add(output.kind)
         path = tmp_path / f"{output.kind}.dcm"
         output.dataset.save_as(path, enforce_file_format=True)
-        assert pydicom.dcmread(path).PatientName == "Иванов^Иван"  # UTF-8 survives
+        assert pydicom.dcmread(path).PatientName == "ФАНТОМ^ГРУДНАЯ^КЛЕТКА"  # UTF-8 survives
         result = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, check=False)
         errors = [
             line
@@ -348,7 +348,7 @@ def test_patient_name_is_not_logged(
     volume, analysis = case
     with caplog.at_level(logging.DEBUG):
         build_outputs(volume, analysis, language="ru")
-    assert "Иванов" not in caplog.text
+    assert "ФАНТОМ" not in caplog.text
     assert str(volume.headers[0].PatientID) not in caplog.text
 
 
