@@ -324,7 +324,8 @@ def test_broker_connections_cut_while_announcing_and_while_sending_lose_and_dupl
     try:
         # Cut 2: the sender is in the middle of its association with the destination.
         wait_until(lambda: len(destination.requests) > before + 2, 90, "the first C-STOREs")
-        assert close_vhost_connections(amqp_url) >= 4
+        # At least the consumers doing the work are back (reconnecting takes about 5 s).
+        assert close_vhost_connections(amqp_url) >= 3
     finally:
         destination.delay_s = 0.0
     job = wait_final_job(gateway, series_uid)
