@@ -135,6 +135,15 @@ def assert_stored(gw: Gateway, pg_url: str, series_uid: str, acknowledged: set[s
     assert len(rows) == len(stored), "an instance has two rows"
 
 
+def job_status(pg_url: str, series_uid: str) -> str | None:
+    rows = sql(
+        pg_url,
+        "SELECT j.status FROM jobs j JOIN series s ON s.id = j.series_id "
+        f"WHERE s.series_uid = '{series_uid}'",
+    )
+    return rows[0][0] if rows else None
+
+
 def assert_delivered_once(
     job: dict[str, Any], destination: RecordingSCP, *, resend_allowed: bool = False
 ) -> None:
@@ -251,18 +260,32 @@ def test_inference_killed_mid_analysis_is_analysed_again_and_delivered_once(
     series_uid = series_uid_of(files)
     send_series(gateway.dicom_port, files)
 
-    def analysing() -> bool:
-        return sql(
-            pg_url,
-            "SELECT j.status FROM jobs j JOIN series s ON s.id = j.series_id "
-            f"WHERE s.series_uid = '{series_uid}'",
-        ) == [["analysing"]]
-
-    wait_until(analysing, 60, "the analysis to start", step=0.02)
+    wait_until(lambda: job_status(pg_url, series_uid) == "analysing", 60, "the analysis", step=0.02)
     kill(gateway, "inference")
     restart(gateway, "inference")
     job = wait_final_job(gateway, series_uid)
     assert job["attempts"] == 2, job["attempts"]
+    assert_delivered_once(job, destination)
+
+
+def test_broker_connection_lost_mid_analysis_starts_no_second_analysis(
+    gateway: Gateway, destination: RecordingSCP, pg_url: str, amqp_url: str, tmp_path: Path
+) -> None:
+    """Inference is frozen (SIGSTOP) while analysing, so the broker closes its connection
+    for certain before the analysis ends; after SIGCONT the redelivered request waits for
+    the running analysis instead of starting a second one."""
+    files = new_series(tmp_path)
+    series_uid = series_uid_of(files)
+    send_series(gateway.dicom_port, files)
+    wait_until(lambda: job_status(pg_url, series_uid) == "analysing", 60, "the analysis")
+    inference = gateway.processes["inference"]
+    inference.send_signal(signal.SIGSTOP)
+    try:
+        assert close_vhost_connections(amqp_url) >= 4
+    finally:
+        inference.send_signal(signal.SIGCONT)
+    job = wait_final_job(gateway, series_uid)
+    assert job["attempts"] == 1, "the job was analysed twice"
     assert_delivered_once(job, destination)
 
 
@@ -407,7 +430,7 @@ def test_no_patient_name_or_id_in_any_service_log(gateway: Gateway) -> None:
     assert "series complete" in logs and "delivered" in logs
     with gateway.client() as client:
         jobs = client.get("/api/v1/jobs", params={"limit": 100}).json()["items"]
-        assert len(jobs) >= 9
+        assert len(jobs) >= 10
         job_logs = "".join(client.get(f"/api/v1/jobs/{j['id']}/log").text for j in jobs)
     assert "analysis started" in job_logs
     for phi in (PATIENT_NAME, PATIENT_ID, "PHANTOM", "7731"):

@@ -68,6 +68,7 @@ class InferenceService:
     def __init__(self) -> None:
         self.ctx: Context | None = None
         self.segmenter: Segmenter | None = None
+        self._running: dict[int, asyncio.Task[None]] = {}
 
     async def start(self, ctx: Context) -> None:
         """Load and warm the configured model once, then subscribe to analysis requests."""
@@ -85,8 +86,24 @@ class InferenceService:
         """Nothing to release: unacked work returns to the queue."""
 
     async def on_event(self, event: Event) -> None:
-        """Analyse one job (idempotent: a finished job is not analysed again)."""
+        """Analyse one job (idempotent: a finished job is not analysed again).
+
+        The analysis is shielded from its consumer: a consumer cancelled by a lost broker
+        connection leaves it running, and the redelivered message waits for it (and is
+        acked, or retried if it failed) instead of starting a second analysis.
+        """
         assert isinstance(event, AnalysisRequested)
+        running = self._running.get(event.job_id)
+        if running is not None:
+            log.info("job being analysed here already, waiting for it", job_id=event.job_id)
+            await asyncio.shield(running)
+            return
+        analysis = asyncio.create_task(self._analyse_job(event))
+        self._running[event.job_id] = analysis
+        analysis.add_done_callback(lambda _t: self._running.pop(event.job_id, None))
+        await asyncio.shield(analysis)
+
+    async def _analyse_job(self, event: AnalysisRequested) -> None:
         assert self.ctx is not None
         ctx = self.ctx
         async with ctx.db.session() as session:
