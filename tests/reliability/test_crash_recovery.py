@@ -361,17 +361,21 @@ def test_database_sessions_killed_during_a_run_lose_and_duplicate_nothing(
 ) -> None:
     files = new_series(tmp_path)
     series_uid = series_uid_of(files)
-    report = send_series(
-        gateway.dicom_port,
-        files,
-        after_each=lambda i, _s: i == SLICES // 2 and terminate_db_sessions(pg_url) < 0,
-    )
+    terminated: list[int] = []
+
+    def fault(index: int, _status: int | None) -> bool:
+        if index == SLICES // 2:
+            terminated.append(terminate_db_sessions(pg_url))
+        return False
+
+    report = send_series(gateway.dicom_port, files, after_each=fault)
     # Instances answered with a failure may be resent; success means stored.
     assert_stored(gateway, pg_url, series_uid, report.acknowledged)
     unacked = [f for f in files if sop_uid(f) not in report.acknowledged]
     if unacked:
         send_series(gateway.dicom_port, unacked)
-    terminate_db_sessions(pg_url)
+    terminated.append(terminate_db_sessions(pg_url))
+    assert all(count > 0 for count in terminated), terminated
     job = wait_final_job(gateway, series_uid)
     assert_stored(gateway, pg_url, series_uid, {sop_uid(f) for f in files})
     assert_delivered_once(job, destination)
