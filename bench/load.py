@@ -11,6 +11,10 @@ every series announced once. Asserts nothing; the exit code is 1 when something 
 lost or duplicated.
 
     .venv/bin/python bench/load.py --associations 20 --slices 300 --size 256
+    .venv/bin/python bench/load.py --pipeline --associations 20 --slices 100
+
+``--pipeline`` runs all five services on RabbitMQ with a recording destination and also
+waits for every job to be final and checks every output was delivered once.
 """
 
 import argparse
@@ -23,6 +27,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -127,6 +133,100 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+@contextmanager
+def receiver_alone(tmp: Path, url: str) -> Iterator[tuple[int, int, Callable[[], str]]]:
+    """``pulmogate receiver`` alone on the memory bus: (port, pid, no pipeline report)."""
+    port = free_port()
+    env = dict(os.environ) | {
+        "PULMOGATE_DATA_DIR": str(tmp / "data"),
+        "PULMOGATE_DICOM_HOST": "127.0.0.1",
+        "PULMOGATE_DICOM_PORT": str(port),
+        "PULMOGATE_DATABASE_URL": url,
+        "PULMOGATE_BROKER_URL": "memory://",
+        "PULMOGATE_LOG_LEVEL": "WARNING",
+        "PULMOGATE_SERIES_QUIET_SECONDS": "2",
+        "PULMOGATE_ACCEPT_FROM": "any",
+    }
+    subprocess.run([str(BIN / "pulmogate"), "db", "upgrade"], env=env, check=True)
+    proc = subprocess.Popen(
+        [str(BIN / "pulmogate"), "receiver"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_echo(port, proc)
+        yield port, proc.pid, lambda: ""
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@contextmanager
+def whole_pipeline(tmp: Path, url: str, jobs: int) -> Iterator[tuple[int, int, Callable[[], str]]]:
+    """The five services as processes on Postgres and a fresh RabbitMQ vhost, a recording
+    destination and a route to it; the report waits for every job to be final."""
+    from pulmogate.common.db.migrate import upgrade
+    from tests.fixtures.gateway import add_route, run_gateway
+    from tests.reliability.recording_scp import recording_scp
+
+    vhost = f"pg_load_{uuid.uuid4().hex[:8]}"
+    ctl = "/usr/sbin/rabbitmqctl"
+    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(
+        [ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    upgrade(url)
+    services = [["receiver"], ["router"], ["inference"], ["sender"], ["api"]]
+    try:
+        with (
+            recording_scp() as dest,
+            run_gateway(
+                tmp,
+                services,
+                database_url=url,
+                broker_url=f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
+                extra_env={
+                    "PULMOGATE_LOG_LEVEL": "WARNING",
+                    "PULMOGATE_SERIES_QUIET_SECONDS": "2",
+                    "PULMOGATE_ACCEPT_FROM": "any",
+                },
+            ) as gw,
+        ):
+            add_route(gw, dest.port, dest_aet=dest.ae_title, name="load")
+            started = time.perf_counter()
+
+            def report() -> str:
+                final = gw.wait_for_job(
+                    lambda items: (
+                        len(items) >= jobs
+                        and all(j["status"] in {"done", "failed", "rejected"} for j in items)
+                    ),
+                    timeout=3600,
+                )
+                seconds = time.perf_counter() - started
+                statuses = sorted({j["status"] for j in final})
+                with gw.client() as client:
+                    outputs = {
+                        o["sop_instance_uid"]
+                        for j in final
+                        for o in client.get(f"/api/v1/jobs/{j['id']}").json()["outputs"]
+                    }
+                sent_twice = dest.duplicates(outputs)
+                missing = outputs - set(dest.kept)
+                return (
+                    f"pipeline: {len(final)} jobs {statuses} {seconds:.0f} s after the first "
+                    f"C-STORE; {len(outputs)} outputs delivered, missing {len(missing)}, "
+                    f"sent twice {len(sent_twice)}"
+                )
+
+            yield gw.dicom_port, gw.processes["receiver"].pid, report
+    finally:
+        subprocess.run([ctl, "delete_vhost", vhost], check=False, capture_output=True)
+
+
 def main() -> int:
     """Run the load and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -134,41 +234,36 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--sqlite", action="store_true", help="embedded SQLite, not Postgres")
+    parser.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="all five services on RabbitMQ: analyse and deliver every series too",
+    )
     args = parser.parse_args()
     _config.STORE_SEND_CHUNKED_DATASET = True  # send files as stored, no re-encoding
 
     tmp = Path(tempfile.mkdtemp(prefix="pulmogate-load-"))
     url = ""
     try:
-        template = write_series(
-            make_phantom(slices=args.slices, size=args.size, seed=1), tmp / "template"
+        # A 358 mm field of view at any matrix size, so the analysis finds real lungs.
+        phantom = make_phantom(
+            slices=args.slices,
+            size=args.size,
+            pixel_spacing_mm=358 / args.size,
+            slice_thickness_mm=2.0 if args.pipeline else 1.25,
+            seed=1,
         )
+        template = write_series(phantom, tmp / "template")
         series = [make_series(template, tmp / f"a{i:02d}") for i in range(args.associations)]
         files = [f for s in series for f in s]
         megabytes = sum(f.stat().st_size for f in files) / 1e6
 
-        url = "" if args.sqlite else postgres_url()
-        port = free_port()
-        env = dict(os.environ) | {
-            "PULMOGATE_DATA_DIR": str(tmp / "data"),
-            "PULMOGATE_DICOM_HOST": "127.0.0.1",
-            "PULMOGATE_DICOM_PORT": str(port),
-            "PULMOGATE_DATABASE_URL": url,
-            "PULMOGATE_BROKER_URL": "memory://",
-            "PULMOGATE_LOG_LEVEL": "WARNING",
-            "PULMOGATE_SERIES_QUIET_SECONDS": "2",
-            "PULMOGATE_ACCEPT_FROM": "any",
-        }
-        subprocess.run([str(BIN / "pulmogate"), "db", "upgrade"], env=env, check=True)
-        proc = subprocess.Popen(
-            [str(BIN / "pulmogate"), "receiver"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        url = "" if args.sqlite and not args.pipeline else postgres_url()
+        target = (
+            whole_pipeline(tmp, url, len(series)) if args.pipeline else receiver_alone(tmp, url)
         )
-        try:
-            wait_echo(port, proc)
-            rss = RssSampler(proc.pid)
+        with target as (port, pid, pipeline_report):
+            rss = RssSampler(pid)
             rss.start()
             latencies: list[list[float]] = [[] for _ in series]
             acked: list[list[str]] = [[] for _ in series]
@@ -184,11 +279,12 @@ def main() -> int:
             seconds = time.perf_counter() - started
             all_latencies = [x for lat in latencies for x in lat]
             successes = {u for a in acked for u in a}
+            pipeline = pipeline_report()
             # Every series must be announced (quiet period after the last release).
             if url:
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
-                    if sql(url, "SELECT count(*) FROM series WHERE status = 'complete'") == str(
+                    if sql(url, "SELECT count(*) FROM series WHERE status <> 'receiving'") == str(
                         len(series)
                     ):
                         break
@@ -198,17 +294,14 @@ def main() -> int:
                 announced = int(
                     sql(url, "SELECT count(*) FROM outbox WHERE routing_key = 'series.arrived'")
                 )
-                complete = int(sql(url, "SELECT count(*) FROM series WHERE status = 'complete'"))
+                complete = int(sql(url, "SELECT count(*) FROM series WHERE status <> 'receiving'"))
             else:
                 rows = distinct = announced = complete = -1
             rss.stop.set()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
-        stored = sum(1 for p in (tmp / "data").rglob("*.dcm"))
+        stored = sum(1 for p in (tmp / "data").rglob("*.dcm") if "incoming" in p.parts)
         lost = len(successes) - min(rows, stored) if url else len(successes) - stored
         duplicates = rows - distinct if url else 0
-        backend = "sqlite" if args.sqlite else "postgres"
+        backend = "sqlite" if not url else "postgres"
         print(
             f"{args.associations} associations x {args.slices} slices of {args.size}x{args.size}"
             f" ({len(files)} instances, {megabytes:.0f} MB), receiver on {backend}, "
@@ -228,9 +321,11 @@ def main() -> int:
         print(f"receiver peak RSS {rss.peak_kb / 1024:.0f} MiB")
         print(
             f"successes {len(successes)}/{len(files)}, rows {rows}, files {stored}, "
-            f"series complete {complete}/{len(series)}, series.arrived staged {announced}, "
+            f"series announced {complete}/{len(series)}, series.arrived staged {announced}, "
             f"lost {lost}, duplicates {duplicates}"
         )
+        if pipeline:
+            print(pipeline)
         return 0 if lost == 0 and duplicates == 0 and len(successes) == len(files) else 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
