@@ -67,12 +67,16 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * np.count_nonzero(a & b) / total if total else 1.0
 
 
-def studies(count: int) -> list[Study]:
-    """The study plan: involvements x patterns, geometry and noise cycling through."""
+def studies(count: int, pixels: int | None = None, step: int = 1) -> list[Study]:
+    """The study plan: involvements x patterns, geometry and noise cycling through.
+
+    ``pixels`` replaces every study's matrix size (e.g. 512: 0.70 mm pixels); ``step`` keeps
+    every step-th study of the plan (a quicker subset that still spans CT-0..CT-4)."""
     plan = []
-    for i in range(count):
+    for i in range(0, count, step):
         involvement = INVOLVEMENTS[(i // 2) % len(INVOLVEMENTS)]
         size, thickness = GEOMETRIES[i % len(GEOMETRIES)]
+        size = pixels or size
         plan.append(
             Study(
                 index=i,
@@ -183,10 +187,12 @@ def main() -> None:
     parser.add_argument("--model", default="qct", help="model card name or path")
     parser.add_argument("--studies", type=int, default=36)
     parser.add_argument("--markdown", action="store_true", help="print the rows as a table")
+    parser.add_argument("--pixels", type=int, help="matrix size for every study (e.g. 512)")
+    parser.add_argument("--step", type=int, default=1, help="run every step-th study only")
     args = parser.parse_args()
     started = time.perf_counter()
     done = []
-    for study in studies(args.studies):
+    for study in studies(args.studies, args.pixels, args.step):
         done.append(run(study, args.model))
         if not args.markdown:
             s = done[-1]

@@ -56,15 +56,30 @@ def blend(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], alpha
     rgb[mask] = pixels.astype(np.uint8)
 
 
+@lru_cache(maxsize=1)
+def _lesion_lut() -> np.ndarray:
+    """A (5 * 256, 3) uint8 table indexed by state * 256 + grey, where state is 0 (no
+    lesion), 1 or 2 (ground-glass or consolidation fill) or 3 or 4 (their contours)."""
+    grey = np.arange(256, dtype=np.uint16)
+    rows: list[np.ndarray] = [np.repeat(grey[:, None], 3, axis=1)]
+    for colour in LESION_COLOURS.values():
+        tint = np.asarray(colour, np.uint16) * FILL_ALPHA
+        rows.append((grey[:, None] * (256 - FILL_ALPHA) + tint) >> 8)
+    for colour in LESION_COLOURS.values():
+        rows.append(np.tile(np.asarray(colour, np.uint16), (256, 1)))
+    return np.concatenate(rows).astype(np.uint8)
+
+
 def lesion_slice(grey: np.ndarray, lesions: np.ndarray) -> np.ndarray:
-    """An RGB slice: grey anatomy, lesions as translucent fill with an opaque contour."""
-    rgb = np.repeat(grey[:, :, None], 3, axis=2)
-    for label, colour in LESION_COLOURS.items():
+    """An RGB slice: grey anatomy, lesions as translucent fill with an opaque contour.
+
+    One table look-up per pixel (the same colours as ``blend`` and a contour on top)."""
+    state = lesions.astype(np.uint16)
+    for label in LESION_COLOURS:
         mask = lesions == label
         if mask.any():
-            blend(rgb, mask, colour, FILL_ALPHA)
-            rgb[boundary(mask)] = colour
-    return rgb
+            state[boundary(mask)] = label + len(LESION_COLOURS)
+    return _lesion_lut()[(state << 8) | grey]
 
 
 @lru_cache(maxsize=16)

@@ -40,6 +40,7 @@ class QctSettings:
     closing_mm: tuple[float, float, float] = (10.0, 20.0, 20.0)  # (z, y, x) half-widths
     growth_mm: float = 28.0  # geodesic growth into lesion-like tissue, in-plane
     growth_step_mm: float = 2.8  # in-plane reach of one geodesic step (one slice in z)
+    growth_pixel_mm: float = 2.0  # finer pixels are pooled in-plane for the growth (speed)
     surface_mm: float = 5.0  # lesion-like tissue this close to the skin is fat, not lung
     min_ggo_mm3: float = 20.0
     min_consolidation_mm3: float = 30.0
@@ -74,8 +75,28 @@ class QctSegmenter:
         return self._lesions(lungs, self._bands(volume.hu), volume.spacing)
 
     def segment(self, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
-        """Return (lungs, lesions) uint8 masks shaped like the volume."""
-        hu = volume.hu
+        """Return (lungs, lesions) uint8 masks shaped like the volume.
+
+        The work runs on the in-plane box around the dense (body and table) voxels with a
+        margin wider than every in-plane filter, so the masks are the same as on the whole
+        slices; air around the patient (often half the field of view) is skipped.
+        """
+        lungs = np.zeros(volume.hu.shape, np.uint8)
+        lesions = np.zeros(volume.hu.shape, np.uint8)
+        box = _dense_box(volume.hu, self.bands.body_above, self._margin_px(volume.spacing))
+        if box is None:
+            return lungs, lesions
+        lungs[box], lesions[box] = self._segment_box(volume.hu[box], volume)
+        return lungs, lesions
+
+    def _margin_px(self, spacing: tuple[float, float, float]) -> int:
+        """In-plane pixels of air to keep around the body: more than any filter's reach
+        (closing, near-surface), so cropping changes no mask."""
+        reach_mm = max(*self.settings.closing_mm[1:], self.settings.surface_mm)
+        return math.ceil(reach_mm / min(spacing[1], spacing[2])) + 2
+
+    def _segment_box(self, hu: np.ndarray, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+        """(lungs, lesions) of ``hu``, a box of ``volume`` that holds all of the body."""
         bands = self._bands(hu)
         body = _body(bands["body"])
         air = bands["air"] & body
@@ -140,17 +161,19 @@ class QctSegmenter:
         """
         if not lungs.any():
             return lungs
-        radius = tuple(
-            max(1, round(mm / s)) for mm, s in zip(self.settings.closing_mm, spacing, strict=True)
-        )
-        kernel = (2 * radius[0] + 1, 2 * radius[1] + 1, 2 * radius[2] + 1)
         step_px = max(1, round(self.settings.growth_step_mm / spacing[2]))
         steps = max(1, math.ceil(self.settings.growth_mm / (step_px * spacing[2])))
-        step_kernel = (3, 2 * step_px + 1, 2 * step_px + 1)
-        reach = (
+        factor = _growth_factor(step_px, spacing[2], self.settings.growth_pixel_mm)
+        coarse = (spacing[0], spacing[1] * factor, spacing[2] * factor)
+        radius = tuple(
+            max(1, round(mm / s)) for mm, s in zip(self.settings.closing_mm, coarse, strict=True)
+        )
+        kernel = (2 * radius[0] + 1, 2 * radius[1] + 1, 2 * radius[2] + 1)
+        step_kernel = (3, 2 * (step_px // factor) + 1, 2 * (step_px // factor) + 1)
+        reach = (  # in full-resolution voxels
             radius[0] + steps + 1,
-            radius[1] + step_px * steps + 1,
-            radius[2] + step_px * steps + 1,
+            (radius[1] + step_px // factor * steps) * factor + 1,
+            (radius[2] + step_px // factor * steps) * factor + 1,
         )
         session = cached_session(
             f"qct-lung-growth-{kernel}-{steps}x{step_kernel}",
@@ -158,18 +181,24 @@ class QctSegmenter:
             self.providers,
         )
         # Each lung in its own box: half the working memory of one box around both, and
-        # no closing across the mediastinum.
+        # no closing across the mediastinum. Fine pixels grow on a grid ``factor`` times
+        # coarser in-plane (a coarse pixel is lung or allowed if any of its pixels is);
+        # the grown coarse pixels then add only their fine pixels that are allowed.
         grown_all = np.zeros(lungs.shape, bool)
         for side in (1, 2):
             part = lungs == side
             if not part.any():
                 continue
             part_box = bounding_box(part, reach)
+            mask, permitted = part[part_box], allowed[part_box]
             feeds = {
-                "mask": part[part_box][None, None].astype(np.float32),
-                "allowed": allowed[part_box][None, None].astype(np.float32),
+                "mask": _pool_any(mask, factor)[None, None].astype(np.float32),
+                "allowed": _pool_any(permitted, factor)[None, None].astype(np.float32),
             }
-            grown_all[part_box] |= session.run(["grown"], feeds)[0][0, 0]
+            grown = session.run(["grown"], feeds)[0][0, 0]
+            if factor > 1:
+                grown = _expand(grown, factor, mask.shape) & permitted
+            grown_all[part_box] |= grown | mask
         box = bounding_box(lungs > 0, reach)
         crop = lungs[box]
         grown = grown_all[box]
@@ -188,17 +217,22 @@ class QctSegmenter:
     def _lesions(
         self, lungs: np.ndarray, bands: dict[str, np.ndarray], spacing: tuple[float, float, float]
     ) -> np.ndarray:
-        """Ground-glass (1) and consolidation (2) inside the lungs, small specks dropped."""
+        """Ground-glass (1) and consolidation (2) inside the lungs, small specks dropped
+        (the work is done in the box around the lungs, where all lesion voxels are)."""
         voxel_mm3 = float(np.prod(spacing))
-        inside = lungs > 0
-        ggo = remove_small(bands["ggo"] & inside, math.ceil(self.settings.min_ggo_mm3 / voxel_mm3))
+        lesions = np.zeros(lungs.shape, np.uint8)
+        box = bounding_box(lungs > 0, (0, 0, 0))
+        inside = lungs[box] > 0
+        ggo = remove_small(
+            bands["ggo"][box] & inside, math.ceil(self.settings.min_ggo_mm3 / voxel_mm3)
+        )
         consolidation = remove_small(
-            bands["consolidation"] & inside,
+            bands["consolidation"][box] & inside,
             math.ceil(self.settings.min_consolidation_mm3 / voxel_mm3),
         )
-        lesions = np.zeros(lungs.shape, np.uint8)
-        lesions[ggo] = 1
-        lesions[consolidation] = 2
+        region = lesions[box]
+        region[ggo] = 1
+        region[consolidation] = 2
         return lesions
 
 
@@ -212,6 +246,7 @@ def _settings_from(card: ModelCard) -> QctSettings:
         closing_mm=(closing[0], closing[1], closing[2]),
         growth_mm=float(lungs.get("growth_mm", default.growth_mm)),
         growth_step_mm=float(lungs.get("growth_step_mm", default.growth_step_mm)),
+        growth_pixel_mm=float(lungs.get("growth_pixel_mm", default.growth_pixel_mm)),
         surface_mm=float(lungs.get("surface_mm", default.surface_mm)),
         min_ggo_mm3=float(grading.get("min_ground_glass_mm3", default.min_ggo_mm3)),
         min_consolidation_mm3=float(
@@ -219,6 +254,32 @@ def _settings_from(card: ModelCard) -> QctSettings:
         ),
         min_lung_part_share=float(lungs.get("min_part_share", default.min_lung_part_share)),
     )
+
+
+def _growth_factor(step_px: int, pixel_mm: float, growth_pixel_mm: float) -> int:
+    """In-plane pooling factor for the growth: the largest that divides the step in pixels
+    and keeps the pooled pixel within ``growth_pixel_mm`` (1 for pixels of 1 mm or more)."""
+    factors = [f for f in range(1, step_px + 1) if step_px % f == 0]
+    return max(f for f in factors if f == 1 or f * pixel_mm <= growth_pixel_mm)
+
+
+def _pool_any(mask: np.ndarray, factor: int) -> np.ndarray:
+    """(z, y, x) bool -> (z, ceil(y/f), ceil(x/f)): set where any pixel of the f x f block is."""
+    if factor == 1:
+        return mask
+    nz, ny, nx = mask.shape
+    out = np.zeros((nz, -(-ny // factor), -(-nx // factor)), bool)
+    for dy in range(factor):
+        for dx in range(factor):
+            part = mask[:, dy::factor, dx::factor]
+            out[:, : part.shape[1], : part.shape[2]] |= part
+    return out
+
+
+def _expand(coarse: np.ndarray, factor: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Each coarse pixel repeated f x f times in-plane, cut to ``shape``."""
+    fine = np.repeat(np.repeat(coarse, factor, axis=1), factor, axis=2)
+    return fine[:, : shape[1], : shape[2]]
 
 
 def _away_from_surface(allowed: np.ndarray, near_surface: np.ndarray) -> np.ndarray:
@@ -232,6 +293,25 @@ def _away_from_surface(allowed: np.ndarray, near_surface: np.ndarray) -> np.ndar
     lut[0] = False
     lut[touching[touching > 0]] = False
     return lut[labels]
+
+
+def _dense_box(hu: np.ndarray, above: float, margin: int) -> tuple[slice, ...] | None:
+    """All slices, and the rows and columns around voxels denser than ``above`` plus
+    ``margin`` pixels; None when there are none."""
+    rows = np.zeros(hu.shape[1], bool)
+    cols = np.zeros(hu.shape[2], bool)
+    for start in range(0, hu.shape[0], BANDS_SLAB):  # one slab of booleans at a time
+        dense = hu[start : start + BANDS_SLAB] > above
+        rows |= dense.any(axis=(0, 2))
+        cols |= dense.any(axis=(0, 1))
+    if not rows.any():
+        return None
+    y, x = np.flatnonzero(rows), np.flatnonzero(cols)
+    return (
+        slice(0, hu.shape[0]),
+        slice(max(int(y[0]) - margin, 0), min(int(y[-1]) + margin + 1, hu.shape[1])),
+        slice(max(int(x[0]) - margin, 0), min(int(x[-1]) + margin + 1, hu.shape[2])),
+    )
 
 
 def _body(dense: np.ndarray) -> np.ndarray:
