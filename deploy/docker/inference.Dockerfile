@@ -33,7 +33,7 @@ VOLUME ["/data"]
 USER 10001:10001
 # No health endpoint in bus workers yet: the check proves PID 1 is still the pulmogate service.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys; sys.exit(b\"pulmogate\" not in open(\"/proc/1/cmdline\", \"rb\").read())"]
+    CMD ["pulmogate", "health"]
 ENTRYPOINT ["pulmogate"]
 CMD ["inference"]
 
@@ -81,6 +81,6 @@ VOLUME ["/data"]
 USER 10001:10001
 # No health endpoint in bus workers yet: the check proves PID 1 is still the pulmogate service.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import sys; sys.exit(b\"pulmogate\" not in open(\"/proc/1/cmdline\", \"rb\").read())"]
+    CMD ["pulmogate", "health"]
 ENTRYPOINT ["pulmogate"]
 CMD ["inference"]

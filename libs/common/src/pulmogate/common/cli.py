@@ -46,6 +46,24 @@ for _name in ALL_SERVICES:
     _service_command(_name)
 
 
+@app.command()
+def health(
+    max_age: float = typer.Option(60.0, help="Seconds since the last beat that still count as up"),
+) -> None:
+    """Liveness probe for a container: exit 0 if this host's service loop beat recently."""
+    from pulmogate.common.heartbeat import alive_age_s
+
+    path = Settings().liveness_file
+    age = alive_age_s(path)
+    if age is None:
+        typer.echo(f"not alive: {path} does not exist (service not started?)", err=True)
+        raise typer.Exit(1)
+    if age > max_age:
+        typer.echo(f"not alive: last beat {age:.0f} s ago (limit {max_age:.0f} s)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"alive: last beat {age:.0f} s ago")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply all database migrations."""

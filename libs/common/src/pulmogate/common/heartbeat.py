@@ -3,7 +3,9 @@
 import asyncio
 import os
 import socket
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import structlog
 from sqlalchemy import select
@@ -39,10 +41,31 @@ async def beat(db: Database, names: list[str], *, started: bool = False) -> None
             row.host, row.pid, row.seen_at = host, pid, now
 
 
-async def run_heartbeat(db: Database, names: list[str]) -> None:
-    """Beat every ``BEAT_EVERY_S`` until cancelled (a failed beat is retried next time)."""
+def touch_alive(path: Path) -> None:
+    """Mark this process's event loop as alive (read by ``pulmogate health``)."""
+    try:
+        path.touch()
+    except OSError as exc:
+        log.warning("liveness file not writable", path=str(path), error=str(exc))
+
+
+def alive_age_s(path: Path) -> float | None:
+    """Seconds since the liveness file was touched, or None if there is none."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
+async def run_heartbeat(db: Database, names: list[str], alive_file: Path | None = None) -> None:
+    """Beat every ``BEAT_EVERY_S`` until cancelled (a failed beat is retried next time).
+
+    ``alive_file`` is touched first, whatever the database says: it proves the loop runs.
+    """
     first = True
     while True:
+        if alive_file is not None:
+            touch_alive(alive_file)
         try:
             await beat(db, names, started=first)
             first = False

@@ -111,7 +111,7 @@ async def run_services(
             log.info("service started", service=name)
         relay = OutboxRelay(ctx.db, ctx.bus)
         ctx.spawn(relay.run(), "outbox-relay")
-        ctx.spawn(run_heartbeat(ctx.db, names), "heartbeat")
+        ctx.spawn(run_heartbeat(ctx.db, names, settings.liveness_file), "heartbeat")
         await stop.wait()
     finally:
         for service in reversed(started):

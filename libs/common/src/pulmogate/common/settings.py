@@ -32,6 +32,10 @@ class Settings(BaseSettings):
         90.0, description="Above this use of the storage volume C-STORE answers 0xA700"
     )
     janitor_interval_s: float = Field(3600.0, description="How often retention purges old jobs")
+    liveness_file: Path = Field(
+        Path("/tmp/pulmogate.alive"),
+        description="Touched every 10 s by a running process's event loop; `pulmogate health`",
+    )
 
     max_slice_thickness_mm: float = 2.5
     min_slices: int = 16

@@ -1,0 +1,44 @@
+"""`pulmogate health`: a container's liveness probe reads the file the event loop touches."""
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from pulmogate.common.cli import app
+from pulmogate.common.db.migrate import upgrade_async
+from pulmogate.common.db.session import Database
+from pulmogate.common.heartbeat import run_heartbeat
+
+
+def _health(alive: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["health"], env={"PULMOGATE_LIVENESS_FILE": str(alive)})
+    return result.exit_code, result.output
+
+
+async def test_health_follows_the_heartbeat_loop(tmp_path: Path) -> None:
+    alive = tmp_path / "pulmogate.alive"
+    code, output = _health(alive)
+    assert code == 1 and "does not exist" in output
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    await upgrade_async(url)
+    db = Database(url)
+    beating = asyncio.create_task(run_heartbeat(db, ["router"], alive))
+    try:
+        for _ in range(100):
+            if alive.exists():
+                break
+            await asyncio.sleep(0.02)
+        code, output = _health(alive)
+        assert code == 0 and "alive" in output
+    finally:
+        beating.cancel()
+        await db.dispose()
+
+    stale = time.time() - 120
+    os.utime(alive, (stale, stale))
+    code, output = _health(alive)
+    assert code == 1 and "last beat 120 s ago" in output
