@@ -16,30 +16,48 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 def fill_holes_slicewise(mask: np.ndarray) -> np.ndarray:
     """Fill every in-plane hole of each axial slice with one 2D labelling of a slice mosaic.
 
-    Each slice is padded with a one-pixel ring of background and the slices are stacked
-    into one tall 2D image, so background can only reach the outside within its own slice.
+    The work is done in the box around the mask. Each slice is padded with a one-pixel ring
+    of background and the slices are stacked into one tall 2D image, so background can only
+    reach the outside within its own slice.
     """
-    nz, ny, nx = mask.shape
+    box = bounding_box(mask, (0, 0, 0))  # holes lie inside the mask's box
+    filled = mask.copy()
+    if not filled[box].size:
+        return filled
+    part = mask[box]
+    nz, ny, nx = part.shape
     background = np.ones((nz, ny + 2, nx + 2), bool)
-    background[:, 1:-1, 1:-1] = ~mask
+    background[:, 1:-1, 1:-1] = ~part
     labels = cc3d.connected_components(background.reshape(nz * (ny + 2), nx + 2), connectivity=4)
     outside = labels[0, 0]
     holes = (labels != outside) & (labels > 0)
-    return mask | holes.reshape(nz, ny + 2, nx + 2)[:, 1:-1, 1:-1]
+    filled[box] |= holes.reshape(nz, ny + 2, nx + 2)[:, 1:-1, 1:-1]
+    return filled
 
 
 def bounding_box(mask: np.ndarray, margin: tuple[int, int, int]) -> tuple[slice, ...]:
     """Slices of the box around ``mask``'s voxels, grown by ``margin`` and clipped to the array."""
-    box = []
-    for axis, pad in enumerate(margin):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        if hits.size == 0:
-            return tuple(slice(0, 0) for _ in range(mask.ndim))
-        box.append(
-            slice(max(int(hits[0]) - pad, 0), min(int(hits[-1]) + pad + 1, mask.shape[axis]))
-        )
-    return tuple(box)
+    if mask.ndim != 3:
+        box = []
+        for axis, pad in enumerate(margin):
+            other = tuple(a for a in range(mask.ndim) if a != axis)
+            box.append(_span(np.asarray(mask.any(axis=other)), pad))
+        return tuple(box)
+    # Two passes over a (z, y, x) mask: per-slice any (contiguous), and the in-plane union.
+    plane = np.asarray(mask.any(axis=0))
+    return (
+        _span(np.asarray(mask.any(axis=(1, 2))), margin[0]),
+        _span(np.asarray(plane.any(axis=1)), margin[1]),
+        _span(np.asarray(plane.any(axis=0)), margin[2]),
+    )
+
+
+def _span(hits: np.ndarray, pad: int) -> slice:
+    """The slice from the first to the last True of ``hits``, grown by ``pad``, clipped."""
+    found = np.flatnonzero(hits)
+    if found.size == 0:
+        return slice(0, 0)
+    return slice(max(int(found[0]) - pad, 0), min(int(found[-1]) + pad + 1, hits.size))
 
 
 def remove_small(mask: np.ndarray, min_voxels: int) -> np.ndarray:

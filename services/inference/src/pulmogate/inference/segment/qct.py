@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -124,11 +125,13 @@ class QctSegmenter:
         out = {n: np.empty(hu.shape, bool) for n in names}
         # Every operation of the bands graph is in-plane, so slabs of slices give the
         # same masks as the whole volume, with a fraction of the float32 working memory.
+        # Each slice goes in as a channel: onnxruntime spreads pooling over channels (its
+        # threads), not over z.
         for start in range(0, hu.shape[0], BANDS_SLAB):
-            slab = hu[start : start + BANDS_SLAB][None, None].astype(np.float32)
+            slab = hu[start : start + BANDS_SLAB][None, :, None].astype(np.float32)
             values = session.run(names, {"hu": slab})
             for name, value in zip(names, values, strict=True):
-                out[name][start : start + BANDS_SLAB] = value[0, 0]
+                out[name][start : start + BANDS_SLAB] = value[0, :, 0]
         return out
 
     def _near_surface(self, body: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
@@ -139,9 +142,9 @@ class QctSegmenter:
             f"qct-near-outside-{size}", lambda: build_near_outside_graph(size), self.providers
         )
         out = np.empty(body.shape, bool)
-        for start in range(0, body.shape[0], BANDS_SLAB):
-            slab = body[start : start + BANDS_SLAB][None, None].astype(np.float32)
-            out[start : start + BANDS_SLAB] = session.run(["near"], {"body": slab})[0][0, 0]
+        for start in range(0, body.shape[0], BANDS_SLAB):  # slices as channels, as in _bands
+            slab = body[start : start + BANDS_SLAB][None, :, None].astype(np.float32)
+            out[start : start + BANDS_SLAB] = session.run(["near"], {"body": slab})[0][0, :, 0]
         return out
 
     def _grow(
@@ -180,15 +183,17 @@ class QctSegmenter:
             lambda: build_lung_growth_graph(kernel, steps, step_kernel),
             self.providers,
         )
+
         # Each lung in its own box: half the working memory of one box around both, and
         # no closing across the mediastinum. Fine pixels grow on a grid ``factor`` times
         # coarser in-plane (a coarse pixel is lung or allowed if any of its pixels is);
         # the grown coarse pixels then add only their fine pixels that are allowed.
-        grown_all = np.zeros(lungs.shape, bool)
-        for side in (1, 2):
+        # The two lungs run at once, in two threads (onnxruntime and numpy release the GIL;
+        # a one-channel 3-D pooling runs on one onnxruntime thread).
+        def grow_side(side: int) -> tuple[tuple[slice, ...], np.ndarray] | None:
             part = lungs == side
             if not part.any():
-                continue
+                return None
             part_box = bounding_box(part, reach)
             mask, permitted = part[part_box], allowed[part_box]
             feeds = {
@@ -198,7 +203,13 @@ class QctSegmenter:
             grown = session.run(["grown"], feeds)[0][0, 0]
             if factor > 1:
                 grown = _expand(grown, factor, mask.shape) & permitted
-            grown_all[part_box] |= grown | mask
+            return part_box, grown | mask
+
+        grown_all = np.zeros(lungs.shape, bool)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for result in pool.map(grow_side, (1, 2)):
+                if result is not None:
+                    grown_all[result[0]] |= result[1]
         box = bounding_box(lungs > 0, reach)
         crop = lungs[box]
         grown = grown_all[box]
@@ -322,10 +333,13 @@ def _body(dense: np.ndarray) -> np.ndarray:
 def _airways(dark: np.ndarray, air_voxels: int) -> np.ndarray:
     """Trachea and main bronchi: small dark-air components touching the first or last slice."""
     airway = np.zeros(dark.shape, bool)
-    if not dark.any():
+    box = bounding_box(dark, (0, 0, 0))  # labelled in the box around the dark voxels only
+    if not airway[box].size or (box[0].start > 0 and box[0].stop < dark.shape[0]):
         return airway
-    labels = cc3d.connected_components(dark, connectivity=6)
-    ends = np.union1d(np.unique(labels[0]), np.unique(labels[-1]))
+    labels = cc3d.connected_components(dark[box], connectivity=6)
+    first = np.unique(labels[0]) if box[0].start == 0 else np.zeros(0, labels.dtype)
+    last = np.unique(labels[-1]) if box[0].stop == dark.shape[0] else np.zeros(0, labels.dtype)
+    ends = np.union1d(first, last)
     ends = ends[ends > 0]
     if ends.size == 0:
         return airway
@@ -333,7 +347,7 @@ def _airways(dark: np.ndarray, air_voxels: int) -> np.ndarray:
     small = ends[counts[ends] <= AIRWAY_MAX_SHARE * max(air_voxels, 1)]
     lut = np.zeros(int(labels.max()) + 1, bool)
     lut[small] = True
-    airway = lut[labels]
+    airway[box] = lut[labels]
     if airway.any():
         box = bounding_box(airway, (1, 1, 1))
         airway[box] = ndimage.binary_dilation(airway[box], iterations=1)
@@ -351,10 +365,12 @@ def _split_lungs(
     lungs = np.zeros(candidates.shape, np.uint8)
     if not candidates.any():
         return lungs, candidates.shape[2] / 2
-    labels = cc3d.connected_components(candidates, connectivity=6)
+    outer = bounding_box(candidates, (0, 0, 0))  # labelled in the candidates' box; x0 offset
+    x0 = outer[2].start
+    labels = cc3d.connected_components(candidates[outer], connectivity=6)
     stats = cc3d.statistics(labels)
     sizes = np.asarray(stats["voxel_counts"])[1:]
-    centroids = np.asarray(stats["centroids"])[1:]
+    centroids = np.asarray(stats["centroids"])[1:] + np.array([0.0, 0.0, x0])
     order = np.argsort(sizes)[::-1]
     largest = int(order[0])
     kept = [int(i) for i in order if sizes[i] >= min_share * sizes[largest]]
@@ -362,7 +378,7 @@ def _split_lungs(
     mid_body = 0.5 * (body_x[0] + body_x[-1]) if body_x.size else candidates.shape[2] / 2
     width = (body_x[-1] - body_x[0]) if body_x.size else candidates.shape[2]
     box = stats["bounding_boxes"][largest + 1]
-    main_lo, main_hi = box[2].start, box[2].stop - 1
+    main_lo, main_hi = box[2].start + x0, box[2].stop - 1 + x0
     joined = main_lo < mid_body - 0.1 * width and main_hi > mid_body + 0.1 * width
     if joined:
         profile = (labels[box] == largest + 1).sum(axis=(0, 1))
@@ -378,12 +394,13 @@ def _split_lungs(
         member = np.zeros(len(sizes) + 1, bool)
         member[np.asarray(kept) + 1] = True
         in_lung = member[labels]
-        low_side = (np.arange(candidates.shape[2]) < split)[None, None, :]
-        lungs[in_lung & low_side] = low_label
-        lungs[in_lung & ~low_side] = high_label
+        low_side = (np.arange(x0, x0 + labels.shape[2]) < split)[None, None, :]
+        region = lungs[outer]
+        region[in_lung & low_side] = low_label
+        region[in_lung & ~low_side] = high_label
     else:
         lut = np.zeros(len(sizes) + 1, np.uint8)
         for i in kept:
             lut[i + 1] = low_label if centroids[i][2] < split else high_label
-        lungs = lut[labels]
+        lungs[outer] = lut[labels]
     return lungs, split
