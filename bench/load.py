@@ -209,18 +209,25 @@ def whole_pipeline(tmp: Path, url: str, jobs: int) -> Iterator[tuple[int, int, C
                 seconds = time.perf_counter() - started
                 statuses = sorted({j["status"] for j in final})
                 with gw.client() as client:
-                    outputs = {
-                        o["sop_instance_uid"]
-                        for j in final
-                        for o in client.get(f"/api/v1/jobs/{j['id']}").json()["outputs"]
-                    }
+                    details = [client.get(f"/api/v1/jobs/{j['id']}").json() for j in final]
+                    retried = [
+                        (d["id"], line["message"])
+                        for d in details
+                        if any(x["attempts"] > 1 for x in d["deliveries"])
+                        for line in client.get(f"/api/v1/jobs/{d['id']}/log").json()
+                        if line["service"] == "sender"
+                    ]
+                outputs = {o["sop_instance_uid"] for d in details for o in d["outputs"]}
                 sent_twice = dest.duplicates(outputs)
                 missing = outputs - set(dest.kept)
-                return (
+                attempts = sorted(x["attempts"] for d in details for x in d["deliveries"])
+                lines = [
                     f"pipeline: {len(final)} jobs {statuses} {seconds:.0f} s after the first "
                     f"C-STORE; {len(outputs)} outputs delivered, missing {len(missing)}, "
-                    f"sent twice {len(sent_twice)}"
-                )
+                    f"sent twice {len(sent_twice)}; delivery attempts {attempts}",
+                    *(f"  job {job_id}: {message}" for job_id, message in retried),
+                ]
+                return "\n".join(lines)
 
             yield gw.dicom_port, gw.processes["receiver"].pid, report
     finally:
@@ -239,6 +246,7 @@ def main() -> int:
         action="store_true",
         help="all five services on RabbitMQ: analyse and deliver every series too",
     )
+    parser.add_argument("--keep", action="store_true", help="keep the data and logs folder")
     args = parser.parse_args()
     _config.STORE_SEND_CHUNKED_DATASET = True  # send files as stored, no re-encoding
 
@@ -328,8 +336,11 @@ def main() -> int:
             print(pipeline)
         return 0 if lost == 0 and duplicates == 0 and len(successes) == len(files) else 1
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if url:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if url and not args.keep:
             name = url.rsplit("/", 1)[1]
             subprocess.run(
                 ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE {name}"],
