@@ -9,7 +9,7 @@ import numpy as np
 
 from pulmogate.common.refusals import Refusal, RefusalCode
 from pulmogate.inference.segment.base import Segmenter
-from pulmogate.inference.volume import Volume
+from pulmogate.inference.volume import Volume, return_freed_memory
 
 NOISE_FLOOR_PERCENT = 1.0  # below this involvement the finding is CT-0 (models/qct.toml, [grading])
 MIN_LUNG_ML = 100.0  # less aerated lung than this is not a chest CT we can analyse
@@ -17,6 +17,7 @@ MIN_LUNG_SHARE = 0.2  # on its fullest slice, a chest's lungs fill more of it th
 BODY_ABOVE_HU = -500.0  # tissue denser than this is counted as body in the share above
 SEGMENT_MAX_VOXELS = 80 * 2**20  # larger volumes are segmented on averaged slices (memory)
 GRADE_UPPER_BOUNDS = (25.0, 50.0, 75.0)  # CT-1 < 25 <= CT-2 < 50 <= CT-3 < 75 <= CT-4
+SLAB = 64  # slices per step of the volume-wide counts
 
 
 @dataclass
@@ -77,8 +78,9 @@ def _side_figures(lungs: np.ndarray, lesions: np.ndarray, voxel_ml: float) -> tu
     """Figures of the right (label 1) and left (2) lung, from one count of (lung, lesion)
     pairs over the volume (one pass, no per-lung copies)."""
     counts = np.zeros((3, 3), np.int64)
-    for start in range(0, lungs.shape[0], 64):  # slabs: the pair codes stay small
-        codes = lungs[start : start + 64].astype(np.intp) * 3 + lesions[start : start + 64]
+    for start in range(0, lungs.shape[0], SLAB):  # slabs: the pair codes stay small
+        end = start + SLAB
+        codes = lungs[start:end].astype(np.intp) * 3 + lesions[start:end]
         counts += np.bincount(codes.ravel(), minlength=9)[:9].reshape(3, 3)
     return tuple(
         Figures(
@@ -93,7 +95,11 @@ def _side_figures(lungs: np.ndarray, lesions: np.ndarray, voxel_ml: float) -> tu
 def lung_share(hu: np.ndarray, lungs: np.ndarray) -> float:
     """The largest per-slice share of lung in lung plus tissue (bowel gas has a small one)."""
     lung_area = np.count_nonzero(lungs, axis=(1, 2))
-    tissue_area = np.count_nonzero((hu > BODY_ABOVE_HU) & (lungs == 0), axis=(1, 2))
+    tissue_area = np.zeros_like(lung_area)
+    for start in range(0, hu.shape[0], SLAB):  # slabs: no volume-sized temporaries
+        end = start + SLAB
+        tissue = (hu[start:end] > BODY_ABOVE_HU) & (lungs[start:end] == 0)
+        tissue_area[start:end] = np.count_nonzero(tissue, axis=(1, 2))
     shares = lung_area / np.maximum(lung_area + tissue_area, 1)
     return float(shares.max()) if shares.size else 0.0
 
@@ -153,9 +159,12 @@ def analyse(
     segmenter = segmenter or default_segmenter()
     started = time.perf_counter()
     lungs, lesions = segment_within(volume, segmenter, max_voxels)
+    return_freed_memory()
     segmented = time.perf_counter()
     lungs = lungs.astype(np.uint8, copy=False)
-    lesions = np.where(lungs > 0, lesions, 0).astype(np.uint8, copy=False)
+    lesions = lesions.astype(np.uint8, copy=False)
+    for start in range(0, lungs.shape[0], SLAB):  # lesions outside the lungs do not count
+        lesions[start : start + SLAB][lungs[start : start + SLAB] == 0] = 0
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     right, left = _side_figures(lungs, lesions, voxel_ml)
     total = Figures(

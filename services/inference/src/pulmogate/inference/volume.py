@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 import struct
 from collections.abc import Sequence
@@ -183,6 +185,17 @@ def _pixels(ds: pydicom.Dataset) -> np.ndarray:
     return array.astype(np.float32) * slope + intercept
 
 
+def return_freed_memory() -> None:
+    """Hand heap pages that are free back to the system (glibc's malloc_trim).
+
+    Buffers under 32 MB (pixel data of each slice read, slabs of the segmentation) come
+    from the heap; once freed between blocks that stay, they would otherwise keep the
+    worker's resident size up by hundreds of MB (measured: 0.6 GB after a 1000-slice load,
+    0.4 GB after its analysis)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def _header(ds: pydicom.Dataset) -> pydicom.Dataset:
     """A new dataset with every element of ``ds`` except the pixel data (``ds`` is untouched)."""
     header = pydicom.Dataset()
@@ -212,12 +225,14 @@ def load_volume(
     convert (a corrupt DS/IS/UI) is refused as UNREADABLE, not raised as a crash.
     """
     try:
-        return _build_volume(
+        volume = _build_volume(
             sources,
             max_slice_thickness_mm=max_slice_thickness_mm,
             min_slices=min_slices,
             max_voxels=max_voxels,
         )
+        return_freed_memory()
+        return volume
     except Refusal:
         raise
     except UnicodeError as error:  # text values may be patient data: no value in the reason
@@ -250,6 +265,7 @@ def _build_volume(
     if not sources:
         raise Refusal(RefusalCode.TOO_FEW_SLICES, "the series has no slices")
     datasets = [_read(source) for source in sources]
+    owned = {id(ds) for ds, source in zip(datasets, sources, strict=True) if ds is not source}
     _check_ct(datasets)
     row, col = _check_orientation(datasets)
     normal = np.cross(row, col)
@@ -334,6 +350,7 @@ def _build_volume(
         )
 
     hu = np.empty((len(datasets), rows, cols), np.int16)
+    headers = []
     for k, ds in enumerate(datasets):
         plane = _pixels(ds)
         if plane.shape != (rows, cols):
@@ -343,8 +360,9 @@ def _build_volume(
             )
         np.clip(plane, -32768, 32767, out=plane)
         hu[k] = np.rint(plane)
-
-    headers = [_header(ds) for ds in datasets]
+        headers.append(_header(ds))
+        if id(ds) in owned:  # read here: drop its pixel data and decoded copy now
+            del ds.PixelData
     return Volume(
         hu=hu,
         spacing=(median_step, pixel_spacing[0], pixel_spacing[1]),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from pulmogate.inference.volume import Volume
 
 OVERLAY_SERIES_NUMBER = 9001
+RENDER_THREADS = 2
+RENDER_AHEAD = 4  # pictures drawn ahead of the one being wrapped (4 x 0.8 MB at 512²)
 GEOMETRY_KEYWORDS = (
     "ImagePositionPatient",
     "ImageOrientationPatient",
@@ -102,6 +106,19 @@ def build_overlay(
     return list(iter_overlay(volume, analysis, language=language, institution=institution, now=now))
 
 
+def _pictures(volume: Volume, analysis: Analysis, slices: np.ndarray) -> Iterator[np.ndarray]:
+    """The RGB pictures of ``slices`` in order, drawn a few slices ahead in worker threads
+    (numpy releases the GIL; the DICOM headers are built meanwhile in the caller's thread)."""
+    with ThreadPoolExecutor(max_workers=RENDER_THREADS) as pool:
+        pending: deque[Future[np.ndarray]] = deque()
+        for z in slices:
+            pending.append(pool.submit(render_overlay_slice, volume, analysis, int(z)))
+            if len(pending) > RENDER_AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def iter_overlay(
     volume: Volume,
     analysis: Analysis,
@@ -116,7 +133,7 @@ def iter_overlay(
     areas = slice_areas_cm2(volume, analysis)
     annotator = OverlayAnnotator(volume.hu.shape[2], language)
     description = series_description("lesions", analysis)
-    for index, z in enumerate(slices):
+    for index, (z, rgb) in enumerate(zip(slices, _pictures(volume, analysis, slices), strict=True)):
         source = volume.headers[z]
         ds = secondary_capture(
             volume,
@@ -136,7 +153,6 @@ def iter_overlay(
         reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
         ds.SourceImageSequence = [reference]
         ds.DerivationDescription = "Lung window W1500/L-600 with lesion marks"
-        rgb = render_overlay_slice(volume, analysis, int(z))
         label = f"{text('slice', language)} {int(z) + 1}/{volume.hu.shape[0]}"
         annotator.annotate(rgb, label, float(areas[z, 0]), float(areas[z, 1]))
         set_rgb_pixels(ds, rgb)

@@ -60,3 +60,13 @@ def cached_session(
             log.info("onnx session %s on %s", key, session.get_providers()[0])
             _sessions[(key, setting)] = session
         return session
+
+
+def releasing_run_options() -> ort.RunOptions:
+    """Run options that shrink the CPU memory arena when the run ends.
+
+    The arena otherwise keeps the largest working set any run needed (the lung growth of
+    a long series: hundreds of MB) for the life of the worker."""
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options

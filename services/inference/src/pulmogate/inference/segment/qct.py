@@ -18,7 +18,7 @@ from pulmogate.inference.segment.masks import (
     largest_component,
     remove_small,
 )
-from pulmogate.inference.segment.onnx_runtime import cached_session
+from pulmogate.inference.segment.onnx_runtime import cached_session, releasing_run_options
 from pulmogate.inference.segment.qct_graph import (
     Bands,
     build_bands_graph,
@@ -129,7 +129,7 @@ class QctSegmenter:
         # threads), not over z.
         for start in range(0, hu.shape[0], BANDS_SLAB):
             slab = hu[start : start + BANDS_SLAB][None, :, None].astype(np.float32)
-            values = session.run(names, {"hu": slab})
+            values = session.run(names, {"hu": slab}, releasing_run_options())
             for name, value in zip(names, values, strict=True):
                 out[name][start : start + BANDS_SLAB] = value[0, :, 0]
         return out
@@ -144,7 +144,8 @@ class QctSegmenter:
         out = np.empty(body.shape, bool)
         for start in range(0, body.shape[0], BANDS_SLAB):  # slices as channels, as in _bands
             slab = body[start : start + BANDS_SLAB][None, :, None].astype(np.float32)
-            out[start : start + BANDS_SLAB] = session.run(["near"], {"body": slab})[0][0, :, 0]
+            near = session.run(["near"], {"body": slab}, releasing_run_options())
+            out[start : start + BANDS_SLAB] = near[0][0, :, 0]
         return out
 
     def _grow(
@@ -200,7 +201,7 @@ class QctSegmenter:
                 "mask": _pool_any(mask, factor)[None, None].astype(np.float32),
                 "allowed": _pool_any(permitted, factor)[None, None].astype(np.float32),
             }
-            grown = session.run(["grown"], feeds)[0][0, 0]
+            grown = session.run(["grown"], feeds, releasing_run_options())[0][0, 0]
             if factor > 1:
                 grown = _expand(grown, factor, mask.shape) & permitted
             return part_box, grown | mask
