@@ -118,6 +118,7 @@ def main() -> None:
     )
     times = os.times()
     print(f"CPU time (user+sys)   {times.user + times.system:6.1f} s in this process")
+    print("load average          {:.2f} {:.2f} {:.2f} (1, 5, 15 min)".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -75,13 +75,14 @@ def grade_for(percent: float) -> int:
 
 
 def _side_figures(lungs: np.ndarray, lesions: np.ndarray, voxel_ml: float) -> tuple[Figures, ...]:
-    """Figures of the right (label 1) and left (2) lung, from one count of (lung, lesion)
-    pairs over the volume (one pass, no per-lung copies)."""
+    """Figures of the right (label 1) and left (2) lung, from counts of (lung, lesion)
+    pair codes over the volume in slabs (no per-lung copies)."""
     counts = np.zeros((3, 3), np.int64)
     for start in range(0, lungs.shape[0], SLAB):  # slabs: the pair codes stay small
         end = start + SLAB
-        codes = lungs[start:end].astype(np.intp) * 3 + lesions[start:end]
-        counts += np.bincount(codes.ravel(), minlength=9)[:9].reshape(3, 3)
+        codes = lungs[start:end] * np.uint8(3) + lesions[start:end]  # uint8: 0..8
+        for code in range(3, 9):
+            counts.flat[code] += np.count_nonzero(codes == code)
     return tuple(
         Figures(
             lung_ml=float(counts[side].sum()) * voxel_ml,
@@ -164,7 +165,7 @@ def analyse(
     lungs = lungs.astype(np.uint8, copy=False)
     lesions = lesions.astype(np.uint8, copy=False)
     for start in range(0, lungs.shape[0], SLAB):  # lesions outside the lungs do not count
-        lesions[start : start + SLAB][lungs[start : start + SLAB] == 0] = 0
+        np.copyto(lesions[start : start + SLAB], 0, where=lungs[start : start + SLAB] == 0)
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     right, left = _side_figures(lungs, lesions, voxel_ml)
     total = Figures(
