@@ -18,6 +18,7 @@ from pulmogate.inference.outputs.attributes import (
     set_software_versions,
     software_versions,
 )
+from pulmogate.inference.volume import return_freed_memory
 
 if TYPE_CHECKING:
     from pulmogate.inference.analysis import Analysis
@@ -130,6 +131,7 @@ def build_seg(
     if not present:
         return None
     identification = algorithm(analysis)
+    return_freed_memory()  # the heap left by the overlay images, before the largest array
     # One (z, y, x, segment) boolean array, filled in place: lungs and lesions overlap.
     pixels = np.empty((*analysis.lungs.shape, len(present)), dtype=bool)
     descriptions: list[hd.seg.SegmentDescription] = []
