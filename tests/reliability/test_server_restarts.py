@@ -41,6 +41,8 @@ __all__ = ["private_postgres", "private_rabbitmq"]
 
 pytestmark = pytest.mark.e2e
 
+PROCESSING_FAILURE = 0x0110
+
 
 @pytest.fixture(scope="module")
 def destination() -> Iterator[RecordingSCP]:
@@ -164,11 +166,11 @@ def test_postgres_restarted_mid_association_and_mid_analysis_loses_and_duplicate
         return False
 
     # Restart 1, mid-association: the instances that arrive while the server is down are
-    # answered with a failure status (never success), and the PACS resends them.
+    # answered 0x0110 "could not record instance" (never success); the PACS resends them.
     report = send_series(gateway.dicom_port, files, after_each=fault)
     refused = [f for f in files if sop_uid(f) not in report.acknowledged]
     assert refused, "no instance arrived while the database was down"
-    assert all(report.statuses[sop_uid(f)] not in (None, 0) for f in refused), report.statuses
+    assert all(report.statuses[sop_uid(f)] == PROCESSING_FAILURE for f in refused), report.statuses
     assert_stored(gateway, private_postgres.url, series_uid, report.acknowledged)
     resent = send_series(gateway.dicom_port, refused)
     assert resent.acknowledged == {sop_uid(f) for f in refused}
