@@ -238,3 +238,15 @@ async def test_rules_destinations_and_roles_are_edited_through_their_forms(
     assert "notice=" in role.headers["location"] and "notice=" in dest_saved.headers["location"]
     users = {u["username"]: u["role"] for u in (await browser.get("/api/v1/users")).json()}
     assert users["promoted"] == "operator"
+
+
+async def test_form_confirmations_follow_the_chosen_language(browser: httpx.AsyncClient) -> None:
+    await browser.get("/lang/ru", params={"next": "/rules"})
+    token = _csrf((await browser.get("/rules")).text)
+    created = await browser.post(
+        "/rules", data={"csrf_token": token, "name": "отделение", "enabled": "on"}
+    )
+    shown = await browser.get(created.headers["location"])
+
+    assert httpx.URL(created.headers["location"]).params["notice"] == "правило отделение добавлено"
+    assert "правило отделение добавлено" in shown.text

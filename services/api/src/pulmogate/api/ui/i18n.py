@@ -109,6 +109,32 @@ WORDS: dict[str, dict[str, str]] = {
 }
 
 
+NOTICES: dict[str, dict[str, str]] = {
+    "resend_requested": {"en": "resend requested: {names}", "ru": "повторная отправка: {names}"},
+    "job_deleted": {"en": "job {id} deleted", "ru": "задача {id} удалена"},
+    "rule_added": {"en": "rule {name} added", "ru": "правило {name} добавлено"},
+    "rule_saved": {"en": "rule {name} saved", "ru": "правило {name} сохранено"},
+    "rule_enabled": {"en": "rule {id} enabled", "ru": "правило {id} включено"},
+    "rule_disabled": {"en": "rule {id} disabled", "ru": "правило {id} выключено"},
+    "rule_deleted": {"en": "rule {id} deleted", "ru": "правило {id} удалено"},
+    "destination_added": {"en": "destination {name} added", "ru": "получатель {name} добавлен"},
+    "destination_saved": {"en": "destination {name} saved", "ru": "получатель {name} сохранён"},
+    "destination_deleted": {"en": "destination {id} deleted", "ru": "получатель {id} удалён"},
+    "license_installed": {"en": "license installed", "ru": "лицензия установлена"},
+    "user_added": {"en": "user {name} added", "ru": "пользователь {name} добавлен"},
+    "user_activated": {"en": "user {id} activated", "ru": "пользователь {id} включён"},
+    "user_deactivated": {"en": "user {id} deactivated", "ru": "пользователь {id} отключён"},
+    "user_role": {"en": "user {id} is now {role}", "ru": "пользователь {id} теперь {role}"},
+    "token_revoked": {"en": "token {id} revoked", "ru": "токен {id} отозван"},
+}
+
+
+def notice(key: str, language: str, **values: object) -> str:
+    """A confirmation after a form, in ``language``, with ``values`` filled in."""
+    entry = NOTICES[key]
+    return (entry.get(language) or entry["en"]).format(**values)
+
+
 def translate(key: str, language: str) -> str:
     """The word for ``key`` in ``language`` (the key itself when missing)."""
     entry = WORDS.get(key)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from pulmogate.api import auth
 from pulmogate.api.errors import ApiError
 from pulmogate.api.ui.backend import Answer, Backend
-from pulmogate.api.ui.i18n import LANG_COOKIE, LANGUAGES, translate
+from pulmogate.api.ui.i18n import LANG_COOKIE, LANGUAGES, notice, translate
 from pulmogate.common.db.models import JobStatus, OutputObject
 from pulmogate.common.runtime import Context
 
@@ -42,6 +42,11 @@ def language(request: Request) -> str:
     """The browser's chosen language, else the ``language`` setting."""
     chosen = request.cookies.get(LANG_COOKIE, "")
     return chosen if chosen in LANGUAGES else _ctx(request).settings.language
+
+
+def say(request: Request, key: str, **values: object) -> str:
+    """A confirmation notice in the browser's language."""
+    return notice(key, language(request), **values)
 
 
 def _local(path: str) -> str:
@@ -271,7 +276,7 @@ async def resend(job_id: int, request: Request) -> Response:
     async with Backend(request, token) as api:
         answer = await api.call("POST", f"/jobs/{job_id}/resend")
     names = ", ".join(answer.data.get("destinations", [])) if answer.ok else ""
-    return _outcome(answer, f"/jobs/{job_id}", f"resend requested: {names}")
+    return _outcome(answer, f"/jobs/{job_id}", say(request, "resend_requested", names=names))
 
 
 @router.post("/jobs/{job_id}/delete")
@@ -281,7 +286,7 @@ async def delete_job(job_id: int, request: Request) -> Response:
     async with Backend(request, token) as api:
         answer = await api.call("DELETE", f"/jobs/{job_id}")
     if answer.ok:
-        return back("/jobs", notice=f"job {job_id} deleted")
+        return back("/jobs", notice=say(request, "job_deleted", id=job_id))
     return back(f"/jobs/{job_id}", error=answer.error)
 
 
@@ -346,7 +351,7 @@ async def create_rule(request: Request) -> Response:
     fields["destination_ids"] = ",".join(str(v) for v in form.getlist("destination_ids"))
     async with Backend(request, token) as api:
         answer = await api.call("POST", "/rules", json=_rule_body(fields))
-    return _outcome(answer, "/rules", f"rule {fields.get('name', '')!s} added")
+    return _outcome(answer, "/rules", say(request, "rule_added", name=fields.get("name", "")))
 
 
 @router.post("/rules/test")
@@ -397,7 +402,7 @@ async def update_rule(rule_id: int, request: Request) -> Response:
         answer = await api.call("PATCH", f"/rules/{rule_id}", json=_rule_body(fields))
     if not answer.ok:
         return back(f"/rules/{rule_id}", error=answer.error)
-    return back("/rules", notice=f"rule {fields.get('name', '')!s} saved")
+    return back("/rules", notice=say(request, "rule_saved", name=fields.get("name", "")))
 
 
 @router.post("/rules/{rule_id}/toggle")
@@ -407,7 +412,9 @@ async def toggle_rule(rule_id: int, request: Request) -> Response:
     enabled = fields.get("enabled") == "true"
     async with Backend(request, token) as api:
         answer = await api.call("PATCH", f"/rules/{rule_id}", json={"enabled": enabled})
-    return _outcome(answer, "/rules", f"rule {rule_id} {'enabled' if enabled else 'disabled'}")
+    return _outcome(
+        answer, "/rules", say(request, "rule_enabled" if enabled else "rule_disabled", id=rule_id)
+    )
 
 
 @router.post("/rules/{rule_id}/delete")
@@ -416,7 +423,7 @@ async def delete_rule(rule_id: int, request: Request) -> Response:
     _, token = await _form(request)
     async with Backend(request, token) as api:
         answer = await api.call("DELETE", f"/rules/{rule_id}")
-    return _outcome(answer, "/rules", f"rule {rule_id} deleted")
+    return _outcome(answer, "/rules", say(request, "rule_deleted", id=rule_id))
 
 
 # --- destinations -------------------------------------------------------------------------
@@ -444,7 +451,7 @@ async def create_destination(request: Request) -> Response:
     body = {k: fields.get(k, "") for k in ("name", "host", "port", "ae_title")}
     async with Backend(request, token) as api:
         answer = await api.call("POST", "/destinations", json=body)
-    return _outcome(answer, "/destinations", f"destination {body['name']!s} added")
+    return _outcome(answer, "/destinations", say(request, "destination_added", name=body["name"]))
 
 
 @router.get("/destinations/{destination_id}")
@@ -468,7 +475,7 @@ async def update_destination(destination_id: int, request: Request) -> Response:
         answer = await api.call("PATCH", f"/destinations/{destination_id}", json=body)
     if not answer.ok:
         return back(f"/destinations/{destination_id}", error=answer.error)
-    return back("/destinations", notice=f"destination {body['name']!s} saved")
+    return back("/destinations", notice=say(request, "destination_saved", name=body["name"]))
 
 
 @router.post("/destinations/{destination_id}/delete")
@@ -477,7 +484,7 @@ async def delete_destination(destination_id: int, request: Request) -> Response:
     _, token = await _form(request)
     async with Backend(request, token) as api:
         answer = await api.call("DELETE", f"/destinations/{destination_id}")
-    return _outcome(answer, "/destinations", f"destination {destination_id} deleted")
+    return _outcome(answer, "/destinations", say(request, "destination_deleted", id=destination_id))
 
 
 @router.post("/destinations/{destination_id}/echo")
@@ -520,7 +527,7 @@ async def install_license(request: Request) -> Response:
         answer = await api.call(
             "POST", "/license", json={"key": str(fields.get("key", "")).strip()}
         )
-    return _outcome(answer, "/license", "license installed")
+    return _outcome(answer, "/license", say(request, "license_installed"))
 
 
 @router.get("/users")
@@ -541,7 +548,7 @@ async def create_user(request: Request) -> Response:
     body = {k: str(fields.get(k, "")) for k in ("username", "password", "role")}
     async with Backend(request, token) as api:
         answer = await api.call("POST", "/users", json=body)
-    return _outcome(answer, "/users", f"user {body['username']} added")
+    return _outcome(answer, "/users", say(request, "user_added", name=body["username"]))
 
 
 @router.post("/users/{user_id}/active")
@@ -551,7 +558,11 @@ async def set_user_active(user_id: int, request: Request) -> Response:
     active = fields.get("active") == "true"
     async with Backend(request, token) as api:
         answer = await api.call("PATCH", f"/users/{user_id}", json={"active": active})
-    return _outcome(answer, "/users", f"user {user_id} {'activated' if active else 'deactivated'}")
+    return _outcome(
+        answer,
+        "/users",
+        say(request, "user_activated" if active else "user_deactivated", id=user_id),
+    )
 
 
 @router.post("/users/{user_id}/role")
@@ -561,7 +572,7 @@ async def set_user_role(user_id: int, request: Request) -> Response:
     role = str(fields.get("role", ""))
     async with Backend(request, token) as api:
         answer = await api.call("PATCH", f"/users/{user_id}", json={"role": role})
-    return _outcome(answer, "/users", f"user {user_id} is now {role}")
+    return _outcome(answer, "/users", say(request, "user_role", id=user_id, role=role))
 
 
 @router.get("/tokens")
@@ -606,7 +617,7 @@ async def revoke_token(token_id: int, request: Request) -> Response:
     _, token = await _form(request)
     async with Backend(request, token) as api:
         answer = await api.call("DELETE", f"/tokens/{token_id}")
-    return _outcome(answer, "/tokens", f"token {token_id} revoked")
+    return _outcome(answer, "/tokens", say(request, "token_revoked", id=token_id))
 
 
 # --- status -------------------------------------------------------------------------------
