@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -43,6 +44,14 @@ def providers_for(setting: str = "auto") -> list[str]:
     return [p for p in wanted if p in available]
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def cached_session(
     key: str, build: Callable[[], onnx.ModelProto], setting: str = "auto"
 ) -> ort.InferenceSession:
@@ -54,6 +63,9 @@ def cached_session(
             onnx.checker.check_model(model)
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # As many threads as CPUs this process may use (a replica pinned to one CPU gets
+            # one), not onnxruntime's default of every core of the machine.
+            options.intra_op_num_threads = usable_cpus()
             session = ort.InferenceSession(
                 model.SerializeToString(), sess_options=options, providers=providers_for(setting)
             )
