@@ -6,8 +6,6 @@ as C-STORE; this module only adds presentation contexts and handlers.
 """
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -30,6 +28,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pulmogate.common.db.session import Database
+from pulmogate.common.dicom.scu import send_at_once
 from pulmogate.common.dicom.syntaxes import ACCEPTED_STORAGE_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
 from pulmogate.receiver.output_index import index_outputs
 from pulmogate.receiver.query import (
@@ -117,7 +116,7 @@ class QueryRetrieveSCP:
     def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
         """The event handlers to bind on the AE's server."""
         return [
-            (evt.EVT_CONN_OPEN, self.on_connection),
+            (evt.EVT_CONN_OPEN, send_at_once),
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_C_FIND, self.on_find),
             (evt.EVT_C_MOVE, self.on_move),
@@ -126,13 +125,6 @@ class QueryRetrieveSCP:
 
     def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=DB_WAIT_S)
-
-    def on_connection(self, event: DicomEvent) -> None:
-        """Send each PDU at once: a pending answer's dataset PDV waits on no delayed ACK."""
-        sock = event.assoc.dul.socket
-        if sock is not None and sock.socket is not None:
-            with contextlib.suppress(OSError):
-                sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def on_requested(self, event: DicomEvent) -> None:
         """Offer result storage classes only to a requestor that proposed their SCP role.

@@ -1,11 +1,15 @@
 """C-STORE SCU: send files or datasets to a peer over one association."""
 
+import contextlib
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydicom import Dataset, dcmread
-from pynetdicom import AE
+from pynetdicom import AE, evt
+from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 STATUS_SUCCESS = 0x0000
@@ -27,6 +31,19 @@ class StoreResult:
     def ok(self) -> bool:
         """True when every object was accepted (success or warning)."""
         return not self.failed
+
+
+def send_at_once(event: Event) -> None:
+    """EVT_CONN_OPEN handler: TCP_NODELAY, so a PDU never waits for the peer's delayed ACK.
+
+    Without it each C-STORE to a dcmtk peer stalled about 40 ms (Nagle's algorithm)."""
+    sock = event.assoc.dul.socket
+    if sock is not None and sock.socket is not None:
+        with contextlib.suppress(OSError):
+            sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+NO_DELAY: list[Any] = [(evt.EVT_CONN_OPEN, send_at_once)]
 
 
 def _header(item: Path | Dataset) -> Dataset:
@@ -56,7 +73,7 @@ def store(
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     for sop_class, syntax in sorted(contexts):
         ae.add_requested_context(sop_class, [syntax])
-    assoc = ae.associate(host, port, ae_title=called_aet)
+    assoc = ae.associate(host, port, ae_title=called_aet, evt_handlers=NO_DELAY)
     if not assoc.is_established:
         reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no answer"
         raise AssociationFailed(f"association with {called_aet}@{host}:{port} failed: {reason}")
@@ -85,7 +102,7 @@ def echo(host: str, port: int, called_aet: str, *, calling_aet: str = "PULMOGATE
     """C-ECHO the peer; True on success."""
     ae = AE(ae_title=calling_aet)
     ae.add_requested_context(Verification)
-    assoc = ae.associate(host, port, ae_title=called_aet)
+    assoc = ae.associate(host, port, ae_title=called_aet, evt_handlers=NO_DELAY)
     if not assoc.is_established:
         return False
     try:
