@@ -1,0 +1,174 @@
+"""The results table, a job's page with previews, resend, delete, and the new-task page."""
+
+import asyncio
+import io
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import select
+
+from pulmogate.api.ui.backend import Backend
+from pulmogate.api.ui.pages.kit import (
+    app_context,
+    back,
+    form_fields,
+    outcome,
+    render,
+    say,
+    whoami,
+)
+from pulmogate.common.db.models import JobStatus, OutputObject
+
+PAGE_SIZE = 25
+PREVIEW_PX = 384
+PREVIEW_OVERLAYS = 4
+
+router = APIRouter(include_in_schema=False)
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+@router.get("/jobs")
+async def jobs_page(request: Request) -> Response:
+    """The results table: filters by status, pages of ``PAGE_SIZE``."""
+    me = await whoami(request)
+    status = request.query_params.get("status", "")
+    text = request.query_params.get("q", "")[:100]
+    try:
+        page = max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        page = 1
+    params: dict[str, Any] = {"limit": PAGE_SIZE, "offset": (page - 1) * PAGE_SIZE}
+    if status:
+        params["status"] = status
+    if text:
+        params["q"] = text
+    async with Backend(request) as api:
+        listing = await api.get("/jobs", params=params)
+    data: dict[str, Any] = listing.data if listing.ok else {"items": [], "total": 0}
+    total = int(data["total"])
+    pages = max(1, -(-total // PAGE_SIZE))
+    return render(
+        request,
+        "jobs.html",
+        me,
+        jobs=data["items"],
+        total=data["total"],
+        page=page,
+        pages=pages,
+        status=status,
+        q=text,
+        statuses=[s.value for s in JobStatus],
+        load_error=listing.error,
+    )
+
+
+@router.get("/jobs/{job_id}")
+async def job_page(job_id: int, request: Request) -> Response:
+    """One job: figures, log, stage timings, deliveries, key images."""
+    me = await whoami(request)
+    async with Backend(request) as api:
+        job = await api.get(f"/jobs/{job_id}")
+        log = await api.get(f"/jobs/{job_id}/log")
+    if not job.ok:
+        return back("/jobs", error=job.error)
+    previews = await _preview_ids(request, job_id)
+    return render(request, "job.html", me, job=job.data, log=log.data or [], previews=previews)
+
+
+async def _preview_ids(request: Request, job_id: int) -> list[int]:
+    """The output rows shown as key images: the summary page and a few overlay slices."""
+    async with app_context(request).db.sessions() as session:
+        rows = (
+            await session.execute(
+                select(OutputObject.id, OutputObject.kind)
+                .where(OutputObject.job_id == job_id)
+                .where(OutputObject.kind.in_(["summary", "overlay"]))
+                .order_by(OutputObject.id)
+            )
+        ).all()
+    summary = [i for i, kind in rows if kind == "summary"]
+    overlay = [i for i, kind in rows if kind == "overlay"]
+    if len(overlay) > PREVIEW_OVERLAYS:
+        # Evenly spaced through the middle of the lungs, where lesions show best.
+        step = len(overlay) / (PREVIEW_OVERLAYS + 1)
+        overlay = [overlay[int(step * (k + 1))] for k in range(PREVIEW_OVERLAYS)]
+    return summary[:1] + overlay
+
+
+def _png(path: Path) -> bytes:
+    """A downsized PNG of a DICOM image (RGB secondary captures, or grey)."""
+    import numpy as np
+    from PIL import Image
+    from pydicom import dcmread
+
+    ds = dcmread(path)
+    pixels = ds.pixel_array
+    if pixels.ndim == 3 and pixels.shape[-1] != 3:
+        pixels = pixels[pixels.shape[0] // 2]
+    if pixels.ndim == 2:
+        lo, hi = float(pixels.min()), float(pixels.max())
+        pixels = ((pixels - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
+    image = Image.fromarray(pixels.astype(np.uint8))
+    image.thumbnail((PREVIEW_PX, PREVIEW_PX))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+@router.get("/jobs/{job_id}/preview/{output_id}.png")
+async def preview(job_id: int, output_id: int, request: Request) -> Response:
+    """A key image of the job as PNG (any signed-in user who may read jobs)."""
+    await whoami(request)
+    async with Backend(request) as api:
+        allowed = await api.get(f"/jobs/{job_id}")
+    if not allowed.ok:
+        return Response(allowed.error, status_code=allowed.status, media_type="text/plain")
+    async with app_context(request).db.sessions() as session:
+        path = await session.scalar(
+            select(OutputObject.path).where(
+                OutputObject.id == output_id, OutputObject.job_id == job_id
+            )
+        )
+    try:
+        data = await asyncio.to_thread(_png, Path(path)) if path is not None else None
+    except FileNotFoundError:
+        data = None
+    if data is None:
+        return Response("no such image", status_code=404, media_type="text/plain")
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.post("/jobs/{job_id}/resend")
+async def resend(job_id: int, request: Request) -> Response:
+    """Resend the job's results to its destinations."""
+    _, token = await form_fields(request)
+    async with Backend(request, token) as api:
+        answer = await api.call("POST", f"/jobs/{job_id}/resend")
+    names = ", ".join(answer.data.get("destinations", [])) if answer.ok else ""
+    return outcome(answer, f"/jobs/{job_id}", say(request, "resend_requested", names=names))
+
+
+@router.post("/jobs/{job_id}/delete")
+async def delete_job(job_id: int, request: Request) -> Response:
+    """Delete the job with its files."""
+    _, token = await form_fields(request)
+    async with Backend(request, token) as api:
+        answer = await api.call("DELETE", f"/jobs/{job_id}")
+    if answer.ok:
+        return back("/jobs", notice=say(request, "job_deleted", id=job_id))
+    return back(f"/jobs/{job_id}", error=answer.error)
+
+
+# --- new task -----------------------------------------------------------------------------
+
+
+@router.get("/upload")
+async def upload_page(request: Request) -> Response:
+    """Upload a zip or DICOM files (the page script posts to /api/v1/uploads with progress)."""
+    me = await whoami(request)
+    async with Backend(request) as api:
+        rules = await api.get("/rules")
+    return render(request, "upload.html", me, rules=rules.data if rules.ok else [])
