@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import structlog
@@ -39,3 +40,21 @@ def test_patient_identifiers_never_reach_the_log(capsys: pytest.CaptureFixture[s
     text = json.dumps(lines)
     assert "DOE^JANE" not in text and "X123" not in text
     assert any(line.get("job_id") == 4 for line in lines)
+
+
+def test_storage_remove_deletes_empty_folders_and_nothing_outside(tmp_path: Path) -> None:
+    from pulmogate.common.storage import Storage
+
+    storage = Storage(tmp_path / "storage")
+    kept = storage.instance_path("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    gone = storage.instance_path("1.2.9", "1.2.9.4", "1.2.9.4.5")
+    outside = tmp_path / "elsewhere.dcm"
+    for path in (kept, gone, outside):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+
+    assert storage.remove(gone) is True
+    assert storage.remove(storage.root / ".." / "elsewhere.dcm") is False
+
+    assert not gone.exists() and not gone.parent.parent.exists()
+    assert kept.exists() and outside.exists() and (storage.root / "incoming").is_dir()

@@ -66,6 +66,26 @@ class Storage:
             raise UnsafeName(f"bad output kind {kind!r}")
         return self.root / "results" / str(int(job_id)) / kind / f"{_safe(sop_uid)}.dcm"
 
+    def remove(self, path: Path) -> bool:
+        """Delete a stored file and the folders it leaves empty, never anything outside the
+        root; False (and nothing deleted) for a path outside it."""
+        root = self.root.resolve()
+        try:
+            resolved = path.resolve()
+        except OSError:
+            return False
+        if root not in resolved.parents:
+            return False
+        resolved.unlink(missing_ok=True)
+        parent = resolved.parent
+        while parent != root and root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+        return True
+
     def free_percent(self) -> float:
         """Free space on the storage volume, in percent."""
         self.root.mkdir(parents=True, exist_ok=True)

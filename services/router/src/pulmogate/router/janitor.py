@@ -12,7 +12,6 @@ second: a crash in between leaves the job due, and the next round finishes it.
 """
 
 import asyncio
-import contextlib
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,23 +39,6 @@ DEFAULT_TTL_DAYS = 30
 BATCH = 200
 
 
-def _unlink_inside(path: Path, root: Path) -> None:
-    """Delete ``path`` and the folders it leaves empty, never anything outside ``root``."""
-    with contextlib.suppress(OSError):
-        resolved = path.resolve()
-        if root not in resolved.parents:
-            log.warning("not purging a file outside storage", job_file=str(path))
-            return
-        resolved.unlink(missing_ok=True)
-        parent = resolved.parent
-        while parent != root and root in parent.parents:
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
-
-
 def _due(job: Job, rule_ttl: dict[int, int], now: datetime) -> bool:
     ttl = rule_ttl.get(job.rule_id, DEFAULT_TTL_DAYS) if job.rule_id else DEFAULT_TTL_DAYS
     if ttl <= 0:
@@ -82,7 +64,6 @@ async def _purge_batch(
 ) -> tuple[list[int], list[int]]:
     """Purge the due jobs among the next ``BATCH`` candidates; (purged ids, checked ids)."""
     storage: Storage = ctx.storage
-    root = storage.root.resolve()
     async with ctx.db.session() as session:
         rule_ttl = dict((await session.execute(select(RoutingRule.id, RoutingRule.ttl_days))).all())
         shortest = min([DEFAULT_TTL_DAYS, *[t for t in rule_ttl.values() if t > 0]])
@@ -109,9 +90,7 @@ async def _purge_batch(
                 )
             )
             files = [Path(p) for p in [*inputs, *(o.path for o in job.outputs)]]
-            await asyncio.to_thread(
-                _purge_files, files, root, storage.root / "results" / str(job.id)
-            )
+            await asyncio.to_thread(_purge_files, files, storage, job.id)
             await session.execute(delete(Instance).where(Instance.series_id == job.series_id))
             series = await session.get(Series, job.series_id)
             if series is not None:
@@ -131,12 +110,12 @@ async def _purge_batch(
         return done, [j.id for j in candidates]
 
 
-def _purge_files(files: list[Path], root: Path, results_dir: Path) -> None:
+def _purge_files(files: list[Path], storage: Storage, job_id: int) -> None:
     """Delete the job's files, then whatever is left of its results folder."""
     for path in files:
-        _unlink_inside(path, root)
-    if results_dir.resolve().parent.parent == root:
-        shutil.rmtree(results_dir, ignore_errors=True)
+        if not storage.remove(path):
+            log.warning("not purging a file outside storage", job_file=str(path))
+    shutil.rmtree(storage.root / "results" / str(int(job_id)), ignore_errors=True)
 
 
 async def run_janitor(ctx: Context) -> None:

@@ -92,26 +92,6 @@ async def resend(session: AsyncSession, job_id: int, user: str) -> ResendResult:
     return ResendResult(job_id=job.id, delivery_ids=[d.id for d in deliveries], destinations=names)
 
 
-def _remove(path: Path, storage: Storage) -> None:
-    """Delete a stored file and the folders it leaves empty, never outside the storage root."""
-    root = storage.root.resolve()
-    try:
-        resolved = path.resolve()
-    except OSError:
-        return
-    if root not in resolved.parents:
-        log.warning("not deleting a file outside storage", path=str(path))
-        return
-    resolved.unlink(missing_ok=True)
-    parent = resolved.parent
-    while parent != root and root in parent.parents:
-        try:
-            parent.rmdir()
-        except OSError:
-            break
-        parent = parent.parent
-
-
 async def stored_paths(session: AsyncSession, job: Job) -> list[Path]:
     """Every stored input and output file of a job."""
     inputs = await session.scalars(select(Instance.path).where(Instance.series_id == job.series_id))
@@ -122,7 +102,8 @@ async def stored_paths(session: AsyncSession, job: Job) -> list[Path]:
 def remove_files(paths: list[Path], storage: Storage) -> None:
     """Delete files (the results folder of a job goes with its last file)."""
     for path in paths:
-        _remove(path, storage)
+        if not storage.remove(path):
+            log.warning("not deleting a file outside storage", path=str(path))
 
 
 async def delete_job(session: AsyncSession, storage: Storage, job_id: int, user: str) -> None:
