@@ -39,7 +39,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from pulmogate.common.phantom import make_phantom, write_series
-from tests.fixtures.infra import free_port
+from tests.fixtures.infra import free_port, wait_for_echo
 
 BIN = Path(sys.executable).parent
 
@@ -73,19 +73,6 @@ def sql(url: str, query: str) -> str:
     return subprocess.run(
         ["psql", libpq, "-At", "-c", query], check=True, capture_output=True, text=True
     ).stdout.strip()
-
-
-def wait_echo(port: int, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"receiver exited with {proc.returncode}")
-        echo = subprocess.run(
-            ["/usr/bin/echoscu", "-aec", "PULMOGATE", "127.0.0.1", str(port)], capture_output=True
-        )
-        if echo.returncode == 0:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("receiver did not answer C-ECHO")
 
 
 class RssSampler(threading.Thread):
@@ -155,7 +142,7 @@ def receiver_alone(tmp: Path, url: str) -> Iterator[tuple[int, int, Callable[[],
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_echo(port, proc)
+        wait_for_echo(port, proc, "receiver")
         yield port, proc.pid, lambda: ""
     finally:
         proc.terminate()

@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pulmogate.common.phantom import make_phantom, write_series
-from tests.fixtures.infra import free_port
+from tests.fixtures.infra import free_port, wait_for_echo
 
 BIN = Path(sys.executable).parent
 BARE_SCP = """
@@ -39,19 +39,6 @@ ae.add_supported_context(Verification)
 ae.start_server(("127.0.0.1", int(sys.argv[1])), block=True,
                 evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
 """
-
-
-def _wait_echo(port: int, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(200):
-        if proc.poll() is not None:
-            raise RuntimeError(f"SCP exited with {proc.returncode}")
-        echo = subprocess.run(
-            ["/usr/bin/echoscu", "-aec", "PULMOGATE", "127.0.0.1", str(port)], capture_output=True
-        )
-        if echo.returncode == 0:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("SCP did not answer C-ECHO")
 
 
 def _send(port: int, files: list[Path]) -> float:
@@ -93,7 +80,7 @@ def run_target(target: str, files: list[Path], tmp: Path, postgres: bool) -> flo
         cmd = [str(BIN / "pulmogate"), "receiver"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_echo(port, proc)
+        wait_for_echo(port, proc, "SCP")
         return _send(port, files)
     finally:
         proc.terminate()
