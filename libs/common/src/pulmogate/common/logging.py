@@ -7,6 +7,8 @@ from typing import Any
 
 import structlog
 
+from pulmogate.common.dicom.quiet import keep_values_out_of_logs
+
 PHI_KEYS = frozenset(
     {"patient_name", "patient_id", "patientname", "patientid", "birth_date", "accession_number"}
 )
@@ -63,3 +65,4 @@ def configure_logging(level: str = "INFO", fmt: str = "json", service: str = "")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     for noisy in ("aio_pika", "aiormq", "sqlalchemy.engine", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    keep_values_out_of_logs()  # pydicom and highdicom quote attribute values in warnings
