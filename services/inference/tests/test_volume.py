@@ -84,11 +84,31 @@ def test_compressed_syntaxes_decode_losslessly(
     np.testing.assert_array_equal(load_volume(written).hu, small.hu)
 
 
+def _abdomen() -> list[pydicom.Dataset]:
+    """The real abdomen sample with the Study, Series and SOP Instance UIDs it has empty
+    filled in (the receiver refuses such files; these tests are about its pixels)."""
+    datasets = [pydicom.dcmread(p) for p in sorted(ABDOMEN_J2K.iterdir())]
+    for ds in datasets:
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.826.0.1.1", "1.2.826.0.1.1.1"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    return datasets
+
+
+@needs_abdomen
+def test_real_series_without_study_and_series_uids_is_refused() -> None:
+    """The sample's StudyInstanceUID is empty: the results could not join its study."""
+    refusal = _refusal(sorted(ABDOMEN_J2K.iterdir()), max_slice_thickness_mm=3.0)
+    assert (refusal.code, refusal.message) == (
+        RefusalCode.UNREADABLE_HEADER,
+        "slice 286 has no StudyInstanceUID; the results could not be linked to it",
+    )
+
+
 @needs_abdomen
 def test_real_jpeg2000_series_decodes() -> None:
     files = sorted(ABDOMEN_J2K.iterdir())
     assert pydicom.dcmread(files[0]).file_meta.TransferSyntaxUID == JPEG2000Lossless
-    volume = load_volume(files, max_slice_thickness_mm=3.0)
+    volume = load_volume(_abdomen(), max_slice_thickness_mm=3.0)
     assert volume.hu.shape == (20, 512, 512)
     assert volume.spacing[1:] == pytest.approx((0.9765625, 0.9765625))
     assert np.all(np.diff(volume.positions[:, 2]) > 0)
@@ -106,7 +126,7 @@ def test_real_3mm_series_is_too_thick() -> None:
 
 @needs_abdomen
 def test_real_abdomen_is_not_a_chest() -> None:
-    volume = load_volume(sorted(ABDOMEN_J2K.iterdir()), max_slice_thickness_mm=3.0)
+    volume = load_volume(_abdomen(), max_slice_thickness_mm=3.0)
     with pytest.raises(Refusal) as caught:
         analyse(volume)
     assert caught.value.code == RefusalCode.NO_LUNGS
@@ -284,9 +304,11 @@ def test_refusals(paths: list[Path], mutate: MutateFn, code: RefusalCode, messag
 
 def test_undecodable_pixel_data_is_refused(paths: list[Path]) -> None:
     refusal = _refusal(_short_pixels(_datasets(paths)))
-    assert refusal.code == RefusalCode.UNREADABLE
-    assert refusal.message.startswith(
-        "cannot decode the pixel data of slice 2 (transfer syntax 1.2.840.10008.1.2.1)"
+    assert (refusal.code, refusal.message) == (
+        RefusalCode.UNSUPPORTED_PIXEL_DATA,
+        "the pixel data of slice 2 cannot be decoded as Explicit VR Little Endian "
+        "(1.2.840.10008.1.2.1): it is damaged or shorter than its Rows, Columns and bits "
+        "say; send the series again",
     )
 
 
@@ -326,6 +348,8 @@ def _synthetic(count: int, size: int, pixel_data: bytes, thickness: float = 1.0)
         ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.Modality = "CT"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.826.0.1.2", "1.2.826.0.1.2.1"
+        ds.SOPInstanceUID = f"1.2.826.0.1.2.1.{k + 1}"
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [0.0, 0.0, k * thickness]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]

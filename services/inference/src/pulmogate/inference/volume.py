@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import math
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.uid import CTImageStorage
+from pydicom.valuerep import DSfloat
 
+from pulmogate.common.dicom.quiet import keep_values_out_of_logs
 from pulmogate.common.refusals import Refusal, RefusalCode
+from pulmogate.common.uids import derive_uid, is_valid_uid
+from pulmogate.inference import header as attr
+from pulmogate.inference.header import checked, label, meta_text
+from pulmogate.inference.pixels import hu_plane
 
 CT_IMAGE_STORAGE_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
@@ -23,18 +28,57 @@ CT_IMAGE_STORAGE_CLASSES = {
 GAP_TOLERANCE = 1.5  # a step larger than this times the median spacing is a gap
 AXIAL_TOLERANCE = 0.01  # direction cosines within this of the patient axes count as axial
 GEOMETRY_TOLERANCE_MM = 0.01
-PIXEL_KEYWORDS = {"PixelData", "FloatPixelData", "DoubleFloatPixelData"}
+# What the engine and the outputs read from a slice header; nothing else is kept, and
+# nothing else is decoded (a vendor's private element that breaks its VR stays unread).
+KEEP_KEYWORDS = (
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
+    "Modality",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SliceLocation",
+    "Rows",
+    "Columns",
+    "BodyPartExamined",
+    "LossyImageCompression",
+    "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+)
 
 
 @dataclass
 class Volume:
-    """A CT series as a (z, y, x) int16 HU array with its geometry and headers."""
+    """A CT series as a (z, y, x) int16 HU array with its geometry and headers.
+
+    ``headers`` hold only the attributes of ``KEEP_KEYWORDS``, with the type 1 values the
+    outputs need present (derived where the input lacks them); ``notes`` say, without any
+    value, what was derived, for the job log.
+    """
 
     hu: np.ndarray
     spacing: tuple[float, float, float]
     positions: np.ndarray
     orientation: tuple[float, ...]
     headers: list[pydicom.Dataset]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def series_uid(self) -> str:
@@ -53,14 +97,15 @@ class Volume:
 
 
 def _read(source: Path | pydicom.Dataset) -> pydicom.Dataset:
-    """Read one slice (or accept a dataset already read)."""
+    """Read one slice (or accept a dataset already read); no element is decoded here."""
     if isinstance(source, pydicom.Dataset):
         return source
     try:
         ds = pydicom.dcmread(source, force=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as error:
+    except Exception as error:  # any reader failure: a broken file, not a crash
         raise Refusal(
-            RefusalCode.UNREADABLE, f"cannot read {Path(source).name}: {error}"
+            RefusalCode.UNREADABLE,
+            f"{Path(source).name} cannot be read as a DICOM file (cut short or not DICOM)",
         ) from error
     if not any(k in ds for k in ("SOPClassUID", "Modality", "PixelData", "Rows")):
         raise Refusal(RefusalCode.UNREADABLE, f"{Path(source).name} is not a DICOM image")
@@ -69,51 +114,105 @@ def _read(source: Path | pydicom.Dataset) -> pydicom.Dataset:
 
 def _floats(ds: pydicom.Dataset, keyword: str, count: int, name: str) -> list[float]:
     """The numeric values of a required multi-valued geometry attribute, or a refusal."""
-    value = ds.get(keyword)
-    if value is None:
-        raise Refusal(
-            RefusalCode.INCONSISTENT_GEOMETRY, f"slice {_label(ds)} has no {keyword} ({name})"
-        )
-    values = [float(v) for v in (value if isinstance(value, Sequence) else [value])]
-    if len(values) != count:
+    try:
+        found = attr.numbers(ds, keyword, count)
+    except attr.BadValue as error:
         raise Refusal(
             RefusalCode.INCONSISTENT_GEOMETRY,
-            f"slice {_label(ds)} has {len(values)} values in {keyword}, expected {count}",
-        )
-    if not all(math.isfinite(v) for v in values):
+            f"slice {label(ds)}: {error.keyword} {error.problem}",
+        ) from error
+    if found is None:
         raise Refusal(
-            RefusalCode.INCONSISTENT_GEOMETRY,
-            f"slice {_label(ds)} has a value that is not a finite number in {keyword}",
+            RefusalCode.INCONSISTENT_GEOMETRY, f"slice {label(ds)} has no {keyword} ({name})"
         )
-    return values
+    return found
 
 
-def _label(ds: pydicom.Dataset) -> str:
-    """A short, patient-free name for a slice in messages: instance number, else file name."""
-    number = ds.get("InstanceNumber")
-    if number not in (None, ""):
-        return str(number)
-    filename = getattr(ds, "filename", None)
-    return Path(filename).name if isinstance(filename, str) and filename else "?"
+def _sop_class(ds: pydicom.Dataset) -> str | None:
+    """SOPClassUID, else the file meta's MediaStorageSOPClassUID."""
+    return checked(attr.text, ds, "SOPClassUID") or meta_text(ds, "MediaStorageSOPClassUID")
 
 
 def _check_ct(datasets: Sequence[pydicom.Dataset]) -> None:
     """Refuse anything that is not single-frame CT with pixel data."""
     for ds in datasets:
-        modality = ds.get("Modality")
-        sop_class = str(ds.get("SOPClassUID", ""))
+        modality = checked(attr.text, ds, "Modality")
+        sop_class = _sop_class(ds) or ""
         if modality is not None and modality != "CT":
             raise Refusal(RefusalCode.NOT_CT, f"modality is {modality}, not CT")
         if modality is None and sop_class and sop_class not in CT_IMAGE_STORAGE_CLASSES:
             raise Refusal(RefusalCode.NOT_CT, f"SOP class {sop_class} is not CT Image Storage")
         if "PixelData" not in ds:
-            raise Refusal(RefusalCode.MISSING_PIXEL_DATA, f"slice {_label(ds)} has no pixel data")
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise Refusal(RefusalCode.MISSING_PIXEL_DATA, f"slice {label(ds)} has no pixel data")
+        frames = checked(attr.integer, ds, "NumberOfFrames") or 1
+        if frames > 1:
             raise Refusal(
                 RefusalCode.INCONSISTENT_GEOMETRY,
-                f"multi-frame CT ({ds.NumberOfFrames} frames) is not supported; "
+                f"multi-frame CT ({frames} frames) is not supported; "
                 "send the series as single-frame CT Image Storage",
             )
+
+
+def _uid(ds: pydicom.Dataset, keyword: str, meta_keyword: str | None = None) -> str:
+    """A required UID of the slice (or of its file meta), or a refusal."""
+    uid = checked(attr.text, ds, keyword) or (meta_text(ds, meta_keyword) if meta_keyword else None)
+    if uid is None:
+        raise Refusal(
+            RefusalCode.UNREADABLE_HEADER,
+            f"slice {label(ds)} has no {keyword}; the results could not be linked to it",
+        )
+    if not is_valid_uid(uid):
+        raise Refusal(
+            RefusalCode.UNREADABLE_HEADER, f"slice {label(ds)}: {keyword} is not a valid UID"
+        )
+    return uid
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The UIDs every output needs, read once per slice, and what had to be derived."""
+
+    sop_instance_uids: list[str]
+    frame_of_reference_uid: str
+    notes: list[str]
+
+
+def _check_identity(datasets: Sequence[pydicom.Dataset]) -> Identity:
+    """One study and one series; every slice with its SOP Instance UID; one frame of reference
+    (derived from the series when the input has none)."""
+    notes: list[str] = []
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
+        found = {_uid(ds, keyword) for ds in datasets}
+        if len(found) > 1:
+            raise Refusal(
+                RefusalCode.MIXED_SERIES,
+                f"the slices carry {len(found)} different {keyword} values; "
+                "one series is analysed at a time",
+            )
+    sop_uids = [_uid(ds, "SOPInstanceUID", "MediaStorageSOPInstanceUID") for ds in datasets]
+    frames: set[str] = set()
+    for ds in datasets:
+        with contextlib.suppress(attr.BadValue):
+            frame = attr.text(ds, "FrameOfReferenceUID")
+            if frame is not None and is_valid_uid(frame):
+                frames.add(frame)
+    if len(frames) > 1:
+        raise Refusal(
+            RefusalCode.INCONSISTENT_GEOMETRY,
+            f"the slices carry {len(frames)} different FrameOfReferenceUID values",
+        )
+    if frames:
+        frame_uid = frames.pop()
+    else:
+        series_uid = _uid(datasets[0], "SeriesInstanceUID")
+        frame_uid = derive_uid("pulmogate-frame-of-reference", series_uid)
+        notes.append(
+            "FrameOfReferenceUID is missing in the input: the outputs carry one derived "
+            "from the series"
+        )
+    if any(checked(attr.text, ds, "SOPInstanceUID") is None for ds in datasets):
+        notes.append("SOPInstanceUID taken from the file meta information of some slices")
+    return Identity(sop_uids, frame_uid, notes)
 
 
 def _check_orientation(datasets: Sequence[pydicom.Dataset]) -> tuple[np.ndarray, np.ndarray]:
@@ -164,27 +263,6 @@ def _check_tilt(positions: np.ndarray, row: np.ndarray, col: np.ndarray) -> None
         )
 
 
-def _pixels(ds: pydicom.Dataset) -> np.ndarray:
-    """Decode one slice to HU (float32), applying RescaleSlope/Intercept."""
-    try:
-        array = ds.pixel_array
-    except Exception as error:  # any decoder failure is a broken or unsupported file
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise Refusal(
-            RefusalCode.UNREADABLE,
-            f"cannot decode the pixel data of slice {_label(ds)} "
-            f"(transfer syntax {syntax}): {error}",
-        ) from error
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    if not (math.isfinite(slope) and math.isfinite(intercept)):
-        raise Refusal(
-            RefusalCode.UNREADABLE,
-            f"slice {_label(ds)} has a rescale slope or intercept that is not a finite number",
-        )
-    return array.astype(np.float32) * slope + intercept
-
-
 def return_freed_memory() -> None:
     """Hand heap pages that are free back to the system (glibc's malloc_trim).
 
@@ -196,12 +274,44 @@ def return_freed_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
 
 
-def _header(ds: pydicom.Dataset) -> pydicom.Dataset:
-    """A new dataset with every element of ``ds`` except the pixel data (``ds`` is untouched)."""
-    header = pydicom.Dataset()
-    for element in ds:
-        if element.keyword not in PIXEL_KEYWORDS:
-            header.add(element)
+def _ds(value: float) -> DSfloat:
+    """A number as a valid DS (at most 16 characters)."""
+    return DSfloat(value, auto_format=True)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Values of the header that are read or derived once for the whole series."""
+
+    sop_class_uid: str
+    frame_of_reference_uid: str
+    orientation: list[float]
+    pixel_spacing: list[float]
+    slice_thickness: float
+
+
+def _header(
+    ds: pydicom.Dataset, sop_uid: str, position: np.ndarray, derived: Derived
+) -> pydicom.Dataset:
+    """The attributes of ``KEEP_KEYWORDS`` (undecoded), with the type 1 values the outputs
+    need set: read and checked, or derived. ``ds`` is untouched."""
+    header = attr.copy_elements(ds, KEEP_KEYWORDS)
+    header.SOPClassUID = _sop_class(ds) or derived.sop_class_uid
+    header.SOPInstanceUID = sop_uid
+    header.Modality = "CT"
+    header.FrameOfReferenceUID = derived.frame_of_reference_uid
+    header.ImagePositionPatient = [_ds(float(v)) for v in position]
+    header.ImageOrientationPatient = [_ds(v) for v in derived.orientation]
+    header.PixelSpacing = [_ds(v) for v in derived.pixel_spacing]
+    header.SliceThickness = _ds(derived.slice_thickness)
+    try:
+        location = attr.number(ds, "SliceLocation")
+    except attr.BadValue:
+        location = None
+    if location is None:
+        header.pop("SliceLocation", None)
+    else:
+        header.SliceLocation = _ds(location)
     if hasattr(ds, "file_meta"):
         header.file_meta = ds.file_meta
     return header
@@ -217,13 +327,17 @@ def load_volume(
     """Read, check, sort and decode one axial CT series into a Volume; raise Refusal if unfit.
 
     Slices are sorted by position along the slice normal (ascending: inferior to
-    superior for a head-first supine LPS series). Gantry-tilted and non-axial series
+    superior for a head-first supine LPS series), whatever order the files or their
+    InstanceNumbers come in; SpacingBetweenSlices is not read (its sign differs between
+    vendors): the spacing comes from the positions. Gantry-tilted and non-axial series
     are refused rather than resampled: resampling would give the overlay and SEG a voxel
     grid that is not the source's, so viewers could not link them slice by slice.
     ``max_voxels`` (default 1280 slices of 512 x 512, 640 MiB of int16) is checked from
-    the headers, before any pixel data is decoded. A header value that pydicom cannot
-    convert (a corrupt DS/IS/UI) is refused as UNREADABLE, not raised as a crash.
+    the headers, before any pixel data is decoded. Only the attributes used are decoded;
+    one that cannot be read refuses the series (UNREADABLE_HEADER) naming the attribute,
+    never quoting its value.
     """
+    keep_values_out_of_logs()
     try:
         volume = _build_volume(
             sources,
@@ -235,10 +349,6 @@ def load_volume(
         return volume
     except Refusal:
         raise
-    except UnicodeError as error:  # text values may be patient data: no value in the reason
-        raise Refusal(
-            RefusalCode.UNREADABLE, f"a text value cannot be decoded ({type(error).__name__})"
-        ) from error
     except (
         ValueError,
         TypeError,
@@ -247,10 +357,13 @@ def load_volume(
         KeyError,
         IndexError,
         NotImplementedError,
+        UnicodeError,
         struct.error,
-    ) as error:
+    ) as error:  # the message may quote a value: the cause goes to the service log only
         raise Refusal(
-            RefusalCode.UNREADABLE, f"a header value cannot be read: {str(error)[:120]}"
+            RefusalCode.UNREADABLE_HEADER,
+            "a slice header holds a value that cannot be read; the inference service log "
+            "names the error",
         ) from error
 
 
@@ -261,7 +374,7 @@ def _build_volume(
     min_slices: int,
     max_voxels: int,
 ) -> Volume:
-    """``load_volume`` without the translation of decoding errors into refusals."""
+    """``load_volume`` without the translation of unexpected errors into refusals."""
     if not sources:
         raise Refusal(RefusalCode.TOO_FEW_SLICES, "the series has no slices")
     datasets = [_read(source) for source in sources]
@@ -271,22 +384,33 @@ def _build_volume(
     normal = np.cross(row, col)
 
     first = datasets[0]
-    rows, cols = int(first.get("Rows", 0)), int(first.get("Columns", 0))
+    rows, cols = checked(attr.integer, first, "Rows"), checked(attr.integer, first, "Columns")
+    if not rows or not cols or rows < 0 or cols < 0:
+        raise Refusal(
+            RefusalCode.UNREADABLE_HEADER,
+            f"slice {label(first)} has no Rows or Columns; the image size is unknown",
+        )
     pixel_spacing = _floats(first, "PixelSpacing", 2, "pixel spacing")
     for ds in datasets:
-        if (int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) != (rows, cols):
+        size = (checked(attr.integer, ds, "Rows"), checked(attr.integer, ds, "Columns"))
+        if size != (rows, cols):
             raise Refusal(
                 RefusalCode.INCONSISTENT_GEOMETRY,
-                f"slice {_label(ds)} is {ds.get('Rows')}x{ds.get('Columns')} pixels, "
-                f"slice {_label(first)} is {rows}x{cols}",
+                f"slice {label(ds)} is {size[0]}x{size[1]} pixels, "
+                f"slice {label(first)} is {rows}x{cols}",
             )
         spacing = _floats(ds, "PixelSpacing", 2, "pixel spacing")
         if not np.allclose(spacing, pixel_spacing, atol=1e-4):
             raise Refusal(
                 RefusalCode.INCONSISTENT_GEOMETRY,
-                f"slice {_label(ds)} has pixel spacing {spacing[0]:g}x{spacing[1]:g} mm, "
-                f"slice {_label(first)} has {pixel_spacing[0]:g}x{pixel_spacing[1]:g} mm",
+                f"slice {label(ds)} has pixel spacing {spacing[0]:g}x{spacing[1]:g} mm, "
+                f"slice {label(first)} has {pixel_spacing[0]:g}x{pixel_spacing[1]:g} mm",
             )
+    if min(pixel_spacing) <= 0:
+        raise Refusal(
+            RefusalCode.INCONSISTENT_GEOMETRY,
+            f"slice {label(first)} has a pixel spacing that is not positive",
+        )
 
     positions = np.array(
         [_floats(ds, "ImagePositionPatient", 3, "slice position") for ds in datasets]
@@ -302,7 +426,7 @@ def _build_volume(
         i = int(np.argmin(steps))
         raise Refusal(
             RefusalCode.DUPLICATE_POSITIONS,
-            f"slices {_label(datasets[i])} and {_label(datasets[i + 1])} share the position "
+            f"slices {label(datasets[i])} and {label(datasets[i + 1])} share the position "
             f"{distances[i]:.2f} mm along the slice normal",
         )
     _check_tilt(positions, row, col)
@@ -316,16 +440,21 @@ def _build_volume(
             f"spacing of {median_step:.2f} mm (missing slices?)",
         )
 
-    thickness_value = first.get("SliceThickness")
-    thickness = float(thickness_value) if thickness_value not in (None, "") else median_step
+    try:
+        declared = attr.number(first, "SliceThickness")
+    except attr.BadValue:
+        declared = None  # type 2: a bad value is as good as none, the spacing stands in
+    if declared is not None and declared <= 0:
+        declared = None
+    thickness = declared if declared is not None else median_step
     if thickness > max_slice_thickness_mm + 1e-6:
-        source = "slice thickness" if thickness_value not in (None, "") else "slice spacing"
+        source = "slice thickness" if declared is not None else "slice spacing"
         raise Refusal(
             RefusalCode.SLICE_TOO_THICK,
             f"{source} {thickness:.1f} mm exceeds the {max_slice_thickness_mm:g} mm limit",
         )
     if not steps.size:  # one slice: its thickness is the only z extent there is
-        if thickness_value in (None, ""):
+        if declared is None:
             raise Refusal(
                 RefusalCode.INCONSISTENT_GEOMETRY,
                 "a single slice without SliceThickness has no z extent",
@@ -349,24 +478,40 @@ def _build_volume(
             f"{max_voxels} voxels",
         )
 
+    identity = _check_identity(datasets)  # after the cheap refusals: they say more
+    notes = list(identity.notes)
+    if declared is None:
+        notes.append(
+            f"SliceThickness is missing or not usable in the input: the outputs carry the "
+            f"slice spacing, {median_step:.2f} mm"
+        )
+    derived = Derived(
+        sop_class_uid=CTImageStorage,
+        frame_of_reference_uid=identity.frame_of_reference_uid,
+        orientation=[float(v) for v in np.concatenate([row, col])],
+        pixel_spacing=pixel_spacing,
+        slice_thickness=thickness,
+    )
     hu = np.empty((len(datasets), rows, cols), np.int16)
     headers = []
     for k, ds in enumerate(datasets):
-        plane = _pixels(ds)
+        plane = hu_plane(ds)
         if plane.shape != (rows, cols):
             raise Refusal(
-                RefusalCode.INCONSISTENT_GEOMETRY,
-                f"slice {_label(ds)} decodes to {plane.shape}, expected {(rows, cols)}",
+                RefusalCode.UNSUPPORTED_PIXEL_DATA,
+                f"slice {label(ds)} decodes to {plane.shape[0]}x{plane.shape[1]} pixels, "
+                f"its header says {rows}x{cols}",
             )
         np.clip(plane, -32768, 32767, out=plane)
         hu[k] = np.rint(plane)
-        headers.append(_header(ds))
+        headers.append(_header(ds, identity.sop_instance_uids[k], positions[k], derived))
         if id(ds) in owned:  # read here: drop its pixel data and decoded copy now
             del ds.PixelData
     return Volume(
         hu=hu,
         spacing=(median_step, pixel_spacing[0], pixel_spacing[1]),
         positions=positions.astype(np.float64),
-        orientation=tuple(float(v) for v in np.concatenate([row, col])),
+        orientation=tuple(derived.orientation),
         headers=headers,
+        notes=notes,
     )
