@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import pydicom
 
+from pulmogate.common.dicom.quiet import keep_values_out_of_logs
+
 if TYPE_CHECKING:
     from pulmogate.inference.analysis import Analysis
     from pulmogate.inference.volume import Volume
@@ -41,6 +43,7 @@ def iter_outputs(
 
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {LANGUAGES}, not {language!r}")
+    keep_values_out_of_logs()
     now = datetime.now()
     for ds in iter_overlay(volume, analysis, language=language, institution=institution, now=now):
         yield OutputObject("overlay", ds)
@@ -52,6 +55,15 @@ def iter_outputs(
     yield OutputObject("sr", build_sr(volume, analysis, seg, institution=institution, now=now))
     if seg is not None:
         yield OutputObject("seg", seg.dataset)
+
+
+def input_notes(volume: Volume) -> list[str]:
+    """What the outputs carry differently from the input, and why (for the job log): values
+    derived by the loader and patient or study values that could not be copied. Names
+    attributes, never their values."""
+    from pulmogate.inference.outputs.attributes import patient_study
+
+    return [*volume.notes, *patient_study(volume.headers[0]).notes]
 
 
 def build_outputs(
@@ -71,4 +83,4 @@ def build_outputs(
     return objects
 
 
-__all__ = ["KINDS", "LANGUAGES", "OutputObject", "build_outputs", "iter_outputs"]
+__all__ = ["KINDS", "LANGUAGES", "OutputObject", "build_outputs", "input_notes", "iter_outputs"]

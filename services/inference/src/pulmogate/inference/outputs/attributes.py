@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,8 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from pulmogate.common.uids import derive_uid
+from pulmogate.inference import header as attr
+from pulmogate.inference.outputs.values import problem
 
 if TYPE_CHECKING:
     from pulmogate.inference.analysis import Analysis
@@ -19,30 +22,100 @@ if TYPE_CHECKING:
 MANUFACTURER = "PulmoGate"
 LOCAL_SCHEME = "99PULMOGATE"  # local codes where no standard concept was verified
 SECONDARY_CAPTURE_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.7")
-PATIENT_STUDY_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "StudyDescription",
+# The patient and study attributes every output copies from the input: (keyword, VR, type,
+# enumerated values). Type 2 ones are written empty when the input lacks them or holds a
+# value that breaks its VR; type 3 ones are left out then.
+COPIED_ATTRIBUTES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
+    ("PatientName", "PN", 2, ()),
+    ("PatientID", "LO", 2, ()),
+    ("PatientBirthDate", "DA", 2, ()),
+    ("PatientSex", "CS", 2, ("M", "F", "O")),
+    ("StudyDate", "DA", 2, ()),
+    ("StudyTime", "TM", 2, ()),
+    ("StudyID", "SH", 2, ()),
+    ("AccessionNumber", "SH", 2, ()),
+    ("ReferringPhysicianName", "PN", 2, ()),
+    ("StudyDescription", "LO", 3, ()),
 )
-TYPE2_KEYWORDS = {
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-}
+PATIENT_STUDY_KEYWORDS = (
+    "StudyInstanceUID",
+    *(keyword for keyword, _, _, _ in COPIED_ATTRIBUTES),
+)
+TYPE2_KEYWORDS = {keyword for keyword, _, kind, _ in COPIED_ATTRIBUTES if kind == 2}
+# What highdicom reads from the first source image besides the patient and study.
+SOURCE_KEYWORDS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
+    "Modality",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "Rows",
+    "Columns",
+    "LossyImageCompression",
+    "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
+)
+
+
+@dataclass(frozen=True)
+class PatientStudy:
+    """The patient and study values the outputs carry, each checked, and what the job log
+    should say about the ones that could not be copied (attribute names, never values)."""
+
+    values: dict[str, str]
+    notes: list[str]
+
+
+def _copied_value(source: pydicom.Dataset, keyword: str, vr: str, allowed: tuple[str, ...]) -> str:
+    """The value to copy ("" when absent or empty); ``BadValue`` when it breaks its VR."""
+    found = attr.values(source, keyword)
+    if not found:
+        return ""
+    if len(found) > 1:
+        raise attr.BadValue(keyword, f"has {len(found)} values where one is allowed")
+    if isinstance(found[0], bytes):
+        raise attr.BadValue(keyword, "is stored as bytes, not text")
+    text = str(found[0]).strip(" ").rstrip("\x00 ")
+    wrong = problem(vr, text, allowed)
+    if wrong is not None:
+        raise attr.BadValue(keyword, wrong)
+    return text
+
+
+def patient_study(source: pydicom.Dataset) -> PatientStudy:
+    """The checked patient and study values of ``source`` (the first slice of the input).
+
+    A value that is missing is written empty (type 2) or left out (type 3), as the standard
+    allows for an anonymised header; a value that breaks its VR (a date that is no date, a
+    second name where one is allowed, a NUL) is treated the same way, with a note."""
+    values: dict[str, str] = {}
+    notes: list[str] = []
+    missing: list[str] = []
+    for keyword, vr, kind, allowed in COPIED_ATTRIBUTES:
+        if keyword not in source and kind == 2:
+            missing.append(keyword)
+        try:
+            value = _copied_value(source, keyword, vr, allowed)
+        except attr.BadValue as error:
+            outcome = "written empty in" if kind == 2 else "left out of"
+            notes.append(f"{keyword} of the input {error.problem}: {outcome} the outputs")
+            value = ""
+        if value or kind == 2:  # type 3: present only with a value
+            values[keyword] = value
+    if missing:
+        notes.insert(
+            0,
+            f"{', '.join(missing)} missing in the input (an anonymised header?): "
+            "written empty in the outputs",
+        )
+    return PatientStudy(values=values, notes=notes)
 
 
 def output_uid(volume: Volume, analysis: Analysis, kind: str, index: str | int) -> str:
@@ -81,12 +154,29 @@ def series_description(label: str, analysis: Analysis) -> str:
 
 
 def copy_patient_study(source: pydicom.Dataset, target: pydicom.Dataset) -> None:
-    """Copy the patient and study attributes of ``source`` onto ``target`` (type 2 kept empty)."""
-    for keyword in PATIENT_STUDY_KEYWORDS:
-        if keyword in source:
-            setattr(target, keyword, source[keyword].value)
-        elif keyword in TYPE2_KEYWORDS:
-            setattr(target, keyword, "")
+    """Set the checked patient and study attributes of ``source`` on ``target``."""
+    target.StudyInstanceUID = str(source.StudyInstanceUID)
+    for keyword, value in patient_study(source).values.items():
+        setattr(target, keyword, value)
+
+
+def clean_source(source: pydicom.Dataset) -> pydicom.Dataset:
+    """``source`` as highdicom should see it: what it reads for references and geometry,
+    and the checked patient and study values (highdicom copies every patient and study
+    attribute of the first source image it is given, and converts them as it does)."""
+    clean = attr.copy_elements(source, SOURCE_KEYWORDS)
+    clean.SpecificCharacterSet = "ISO_IR 192"
+    copy_patient_study(source, clean)
+    return clean
+
+
+def _body_part(source: pydicom.Dataset) -> str | None:
+    """BodyPartExamined of the input when it is a valid CS (type 3: left out otherwise)."""
+    try:
+        value = attr.text(source, "BodyPartExamined")
+    except attr.BadValue:
+        return None
+    return value if value and problem("CS", value) is None else None
 
 
 def patient_orientation(orientation: tuple[float, ...]) -> list[str]:
@@ -129,9 +219,11 @@ def secondary_capture(
     ds.SeriesNumber = series_number
     ds.SeriesDescription = description
     ds.Modality = "OT"
-    ds.Laterality = ""  # both lungs: no single side
-    if "BodyPartExamined" in source:
-        ds.BodyPartExamined = source.BodyPartExamined
+    body_part = _body_part(source)
+    if body_part:  # CHEST: not a paired part, so no Laterality (type 2C)
+        ds.BodyPartExamined = body_part
+    else:  # the part is unknown, so Laterality is present and empty (unknown)
+        ds.Laterality = ""
     ds.ConversionType = "WSD"
     ds.Manufacturer = MANUFACTURER
     ds.SoftwareVersions = software_versions(analysis)

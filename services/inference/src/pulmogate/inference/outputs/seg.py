@@ -12,6 +12,7 @@ from pydicom.sr.codedict import codes
 from pulmogate.inference.outputs.attributes import (
     LOCAL_SCHEME,
     MANUFACTURER,
+    clean_source,
     declare_local_codes,
     output_uid,
     series_description,
@@ -152,7 +153,8 @@ def build_seg(
             )
         )
     seg = _Segmentation(
-        source_images=volume.headers,
+        # highdicom takes the patient and study from the first image: give it checked values
+        source_images=[clean_source(volume.headers[0]), *volume.headers[1:]],
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,

@@ -13,6 +13,7 @@ from pydicom.valuerep import DA, TM
 from pulmogate.inference.outputs.attributes import (
     LOCAL_SCHEME,
     MANUFACTURER,
+    clean_source,
     declare_local_codes,
     output_uid,
     series_description,
@@ -139,7 +140,12 @@ def build_sr(
         procedure_reported=codes.LN.CTChestReport,
         imaging_measurements=_groups(volume, analysis, seg),
     )
-    evidence = [*volume.headers, *([seg.dataset] if seg is not None else [])]
+    # highdicom takes the patient and study from the first evidence: give it checked values
+    evidence = [
+        clean_source(volume.headers[0]),
+        *volume.headers[1:],
+        *([seg.dataset] if seg is not None else []),
+    ]
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report,
