@@ -2,6 +2,8 @@
 
 import asyncio
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,7 @@ from pulmogate.common.events import AnalysisFinished, AnalysisRequested, Event
 from pulmogate.common.joblog import add_log
 from pulmogate.common.metrics import ANALYSIS_SECONDS, JOBS_FINISHED
 from pulmogate.common.outbox import enqueue
-from pulmogate.common.refusals import Refusal
+from pulmogate.common.refusals import Refusal, RefusalCode
 from pulmogate.common.runtime import Context
 from pulmogate.common.storage import atomic_write, dataset_bytes
 
@@ -33,6 +35,42 @@ log = structlog.get_logger("pulmogate.inference")
 QUEUE = "pulmogate.inference"
 SERVICE = "inference"
 DONE_STATUSES = FINAL_JOB_STATUSES | {JobStatus.ANALYSED, JobStatus.DELIVERING}
+
+
+class AnalysisError(Exception):
+    """An unexpected failure at one step of an analysis; the error itself is chained."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__(step)
+        self.step = step
+
+
+def error_fields(error: BaseException | None) -> dict[str, str]:
+    """An exception for the service log: its type and its causes' types, and where each was
+    raised, never a message (those of pydicom, numpy and highdicom may quote values)."""
+    if error is None:
+        return {}
+    chain: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and len(chain) < 5:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    names = [f"{type(e).__module__}.{type(e).__qualname__}" for e in chain]
+    frames = [
+        f"{name} raised at:\n{''.join(traceback.format_tb(e.__traceback__))}"
+        for name, e in zip(reversed(names), reversed(chain), strict=True)
+    ]
+    return {"error_type": " <- ".join(names), "traceback": "".join(frames)}
+
+
+def analysis_error(job_id: int, step: str) -> Refusal:
+    """The job's reason for an unexpected failure: what stopped, where the details are."""
+    return Refusal(
+        RefusalCode.ANALYSIS_ERROR,
+        f"the analysis stopped on an unexpected error while {step}; the inference service "
+        f"log holds the details for job {job_id}. Send the series again to retry; if it "
+        "fails again, report the job with that log",
+    )
 
 
 @dataclass
@@ -125,22 +163,54 @@ class InferenceService:
                 )
             ]
         started = time.perf_counter()
+        notes: list[str] = []  # what the outputs carry differently from the input, and why
         try:
-            result = await asyncio.to_thread(self._analyse, event.job_id, paths)
+            result = await asyncio.to_thread(self._analyse, event.job_id, paths, notes)
         except Refusal as refusal:
-            await self._finish_refused(event.job_id, refusal)
+            if refusal.__cause__ is not None:  # an error turned into a refusal: keep its trace
+                log.warning(
+                    "input refused on an error",
+                    job_id=event.job_id,
+                    code=str(refusal.code),
+                    **error_fields(refusal.__cause__),
+                )
+            await self._finish_refused(event.job_id, refusal, notes)
             return
-        except Exception as exc:
-            log.exception("analysis failed", job_id=event.job_id)
-            await self._finish_failed(event.job_id, f"analysis failed: {type(exc).__name__}: {exc}")
+        except AnalysisError as error:
+            log.error(
+                "analysis failed", job_id=event.job_id, step=error.step, **error_fields(error)
+            )
+            await self._finish_failed(event.job_id, analysis_error(event.job_id, error.step), notes)
+            return
+        except Exception as error:  # outside the steps (the worker thread itself)
+            log.error("analysis failed", job_id=event.job_id, **error_fields(error))
+            await self._finish_failed(
+                event.job_id, analysis_error(event.job_id, "running the analysis"), notes
+            )
             return
         ANALYSIS_SECONDS.observe(time.perf_counter() - started)
-        await self._record(event.job_id, result)
+        await self._record(event.job_id, result, notes)
 
-    def _analyse(self, job_id: int, paths: list[Path]) -> AnalysisResult:
-        """Load, segment, quantify, render and store (runs in a worker thread)."""
+    def _analyse(self, job_id: int, paths: list[Path], notes: list[str]) -> AnalysisResult:
+        """Load, segment, quantify, render and store (runs in a worker thread); ``notes``
+        get the input notes once the series is read.
+
+        A refusal passes through; any other error is raised as ``AnalysisError`` naming the
+        step it stopped, with the error chained for the service log."""
+        steps = ["reading the series"]
+        try:
+            return self._analyse_steps(job_id, paths, notes, steps.append)
+        except Refusal:
+            raise
+        except Exception as error:
+            raise AnalysisError(steps[-1]) from error
+
+    def _analyse_steps(
+        self, job_id: int, paths: list[Path], notes: list[str], step: Callable[[str], None]
+    ) -> AnalysisResult:
+        """The steps of ``_analyse``; ``step(name)`` is called as each one starts."""
         from pulmogate.inference.analysis import analyse
-        from pulmogate.inference.outputs import iter_outputs
+        from pulmogate.inference.outputs import input_notes, iter_outputs
         from pulmogate.inference.volume import load_volume
 
         assert self.ctx is not None
@@ -153,8 +223,11 @@ class InferenceService:
             min_slices=settings.min_slices,
         )
         timings["load"] = time.perf_counter() - t
+        notes.extend(input_notes(volume))
+        step("segmenting the lungs and lesions")
         analysis = analyse(volume, self.segmenter)
         timings.update(analysis.timings)
+        step("building the DICOM results")
         # Objects are built and written one at a time: one overlay image in memory, not all.
         timings["render"] = timings["encode"] = 0.0
         stored: list[StoredOutput] = []
@@ -200,7 +273,7 @@ class InferenceService:
             outputs=stored,
         )
 
-    async def _record(self, job_id: int, result: AnalysisResult) -> None:
+    async def _record(self, job_id: int, result: AnalysisResult, notes: list[str]) -> None:
         """Store the results and announce them, in one transaction."""
         assert self.ctx is not None
         async with self.ctx.db.session() as session:
@@ -233,6 +306,8 @@ class InferenceService:
             job.model_name = result.model_name
             job.model_version = result.model_version
             job.analysis_finished_at = utcnow()
+            for note in notes:  # attribute names, never values
+                add_log(session, job_id, SERVICE, note, level="warning")
             kinds = sorted({o.kind for o in result.outputs})
             add_log(
                 session,
@@ -244,14 +319,17 @@ class InferenceService:
             enqueue(session, AnalysisFinished(job_id=job_id, status=JobStatus.ANALYSED))
         log.info("job analysed", job_id=job_id, grade=result.grade)
 
-    async def _finish_refused(self, job_id: int, refusal: Refusal) -> None:
-        await self._finish(job_id, JobStatus.REJECTED, refusal.code, str(refusal))
+    async def _finish_refused(self, job_id: int, refusal: Refusal, notes: list[str]) -> None:
+        await self._finish(job_id, JobStatus.REJECTED, refusal, notes)
 
-    async def _finish_failed(self, job_id: int, reason: str) -> None:
-        await self._finish(job_id, JobStatus.FAILED, None, reason)
+    async def _finish_failed(self, job_id: int, failure: Refusal, notes: list[str]) -> None:
+        await self._finish(job_id, JobStatus.FAILED, failure, notes)
 
-    async def _finish(self, job_id: int, status: JobStatus, code: str | None, reason: str) -> None:
-        """End a job that could not be analysed, with its reason."""
+    async def _finish(
+        self, job_id: int, status: JobStatus, refusal: Refusal, notes: list[str]
+    ) -> None:
+        """End a job that could not be analysed, with its reason (and the input notes)."""
+        code, reason = refusal.code, str(refusal)
         assert self.ctx is not None
         async with self.ctx.db.session() as session:
             job = await session.get(Job, job_id)
@@ -261,6 +339,8 @@ class InferenceService:
             job.reason_code = code
             job.reason = reason
             job.analysis_finished_at = job.finished_at = utcnow()
+            for note in notes:  # attribute names, never values
+                add_log(session, job_id, SERVICE, note, level="warning")
             add_log(session, job_id, SERVICE, reason, level="error")
             enqueue(session, AnalysisFinished(job_id=job_id, status=status))
         JOBS_FINISHED.labels(status=status).inc()
