@@ -312,3 +312,32 @@ async def test_restart_clears_associations_of_the_old_process(
         series = await restarted.wait_status(series_uid, SeriesStatus.COMPLETE, timeout=5)
         await restarted.wait_arrivals(series_uid)
     assert series.open_associations == 0
+
+
+async def test_values_that_break_their_vr_are_stored_and_indexed_without_them(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    """PostgreSQL text refuses NUL, and an unconvertible PixelSpacing or a missing Modality
+    used to fail the row: every instance is stored (0x0000), the row is written, the file
+    keeps the values as they came."""
+    from tests.fixtures import quirks
+
+    folder = tmp_path / "plain"
+    quirks.phantom_series(folder, slices=4, size=32, seed=uuid.uuid4().int % 10_000)
+    datasets = quirks.read(folder)
+    quirks.set_values(datasets, {**quirks.BAD_PATIENT_VALUES, "PatientName": "DOE\x00^JANE"})
+    for ds in datasets:
+        quirks.set_raw(ds, "PixelSpacing", ["PHI", "0.7"])
+        del ds.Modality
+    paths = quirks.write(datasets, tmp_path / "bad")
+    series_uid = str(datasets[0].SeriesInstanceUID)
+    async with receiver_on() as rx:
+        done = await run_tool(*storescu(rx.port, *paths))
+        assert done.returncode == 0, done.stderr
+        await rx.wait_arrivals(series_uid)
+        series = await rx.series(series_uid)
+        instances = await rx.instances(series_uid)
+    assert series is not None and len(instances) == 4
+    assert (series.patient_name, series.patient_id) == ("DOE^JANE", "PGID-7731")
+    assert series.modality == "CT" and series.patient_birth_date == "PHIBDAY"
+    assert "\x00" in str(dcmread(instances[0].path).PatientName)

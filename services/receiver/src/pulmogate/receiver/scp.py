@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import structlog
 from pydicom import Dataset, dcmread
+from pydicom.multival import MultiValue
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event as DicomEvent
@@ -64,16 +65,31 @@ def failure(code: int, reason: str) -> Dataset:
     return status
 
 
-def _text(ds: Dataset, keyword: str) -> str:
+def _uid_text(ds: Dataset, keyword: str) -> str:
+    """A UID as received (validated by the caller, never repaired)."""
     value = ds.get(keyword, "")
     return "" if value is None else str(value).strip()
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    """A descriptive value for the database: "" when absent or undecodable, NUL removed
+    (PostgreSQL text refuses it; the stored file keeps the value as it came)."""
+    try:
+        value = ds.get(keyword, "")
+    except Exception:  # a value pydicom cannot convert: nothing to index
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue):  # as stored: values separated by a backslash
+        value = "\\".join(str(v) for v in value)
+    return str(value).replace("\x00", "").strip()
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
     try:
         value = ds.get(keyword)
         return None if value in (None, "") else int(value)
-    except (TypeError, ValueError):
+    except Exception:  # absent from the index, not a reason to refuse the instance
         return None
 
 
@@ -81,8 +97,24 @@ def _float(ds: Dataset, keyword: str) -> float | None:
     try:
         value = ds.get(keyword)
         return None if value in (None, "") else float(value)
-    except (TypeError, ValueError):
+    except Exception:  # absent from the index, not a reason to refuse the instance
         return None
+
+
+def _pixel_spacing(ds: Dataset) -> str:
+    try:
+        return "\\".join(str(v) for v in ds.get("PixelSpacing", []) or [])
+    except Exception:  # the loader refuses the series with the reason; here: unknown
+        return ""
+
+
+def _modality(ds: Dataset, sop_class_uid: str) -> str:
+    """Modality, or CT for a CT storage class when the header lacks it (type 1, but
+    some exports drop it; the loader derives it the same way)."""
+    modality = _text(ds, "Modality")
+    if not modality and sop_class_uid in ACCEPTED_STORAGE_CLASSES:
+        return "CT"
+    return modality
 
 
 def read_header(encoded: bytes) -> Dataset:
@@ -90,7 +122,7 @@ def read_header(encoded: bytes) -> Dataset:
     try:
         ds = dcmread(BytesIO(encoded), stop_before_pixels=True)
         for keyword in REQUIRED_UIDS:
-            uid = _text(ds, keyword)
+            uid = _uid_text(ds, keyword)
             if not uid:
                 raise CannotUnderstand(f"missing {keyword}")
             if not is_valid_uid(uid):
@@ -294,9 +326,9 @@ class StoreSCP:
     def _store(self, event: DicomEvent) -> int:
         encoded = event.encoded_dataset(include_meta=True)
         ds = read_header(encoded)
-        study_uid = _text(ds, "StudyInstanceUID")
-        series_uid = _text(ds, "SeriesInstanceUID")
-        sop_uid = _text(ds, "SOPInstanceUID")
+        study_uid = _uid_text(ds, "StudyInstanceUID")
+        series_uid = _uid_text(ds, "SeriesInstanceUID")
+        sop_uid = _uid_text(ds, "SOPInstanceUID")
         path = self.storage.instance_path(study_uid, series_uid, sop_uid)
         atomic_write(path, encoded)
         context = event.context
@@ -308,7 +340,7 @@ class StoreSCP:
             transfer_syntax_uid=str(context.transfer_syntax),
             path=str(path),
             size_bytes=len(encoded),
-            modality=_text(ds, "Modality"),
+            modality=_modality(ds, str(context.abstract_syntax)),
             study_description=_text(ds, "StudyDescription"),
             series_description=_text(ds, "SeriesDescription"),
             patient_name=_text(ds, "PatientName"),
@@ -323,7 +355,7 @@ class StoreSCP:
             instance_number=_int(ds, "InstanceNumber"),
             rows=_int(ds, "Rows"),
             columns=_int(ds, "Columns"),
-            pixel_spacing="\\".join(str(v) for v in ds.get("PixelSpacing", []) or []),
+            pixel_spacing=_pixel_spacing(ds),
             slice_thickness=_float(ds, "SliceThickness"),
         )
         with self._lock:
