@@ -1,7 +1,9 @@
 """`pulmogate up` on the embedded default: results delivered, and every refusal explained."""
 
+import re
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +11,15 @@ import pytest
 from pydicom import dcmread
 
 from pulmogate.common.phantom import make_phantom, write_series
+from tests.fixtures import quirks
 from tests.fixtures.gateway import Gateway, add_route, received, run_gateway, storescp, storescu
 
 pytestmark = pytest.mark.e2e
+
+REAL_CT = Path("/work/shared/data/real_ct")
+REAL_STUDIES = ("covid_P001", "cap_cap001", "normal_normal001")
+# What a Python exception leaves in a text: its name, a traceback, a source line.
+EXCEPTION_TEXT = re.compile(r"\b[A-Z]\w*(Error|Exception)\b|Traceback|File \"")
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +181,51 @@ def test_a_wrong_called_ae_and_a_non_ct_sop_class_are_refused_and_the_gateway_st
     )
     assert echo.returncode == 0
     gateway.assert_alive()
+
+
+@pytest.mark.skipif(not REAL_CT.is_dir(), reason="../shared/data/real_ct is missing")
+def test_real_world_dicom_ends_done_or_refused_with_a_code_and_its_results_arrive(
+    gateway: Gateway, destination: tuple[int, Path], tmp_path: Path
+) -> None:
+    """The three shared real studies (anonymised headers: type 2 attributes missing; JPEG
+    Lossless, proposed as a PACS does with `storescu -xs`; files in no anatomical order)
+    and one synthetic series with every other quirk (Implicit VR with a vendor's private
+    element that breaks its VR, PHIBDAY and other bad patient values, padding outside the
+    reconstruction circle, a negative SpacingBetweenSlices, InstanceNumbers the other way)
+    go through the whole gateway. Each job ends done (or refused with a code), no job log
+    holds Python exception text or a patient value, and the results reach the destination.
+    The grades are not asserted here: the model's own regression tests own them."""
+    quirky = tmp_path / "quirky"
+    quirks.quirky_series(quirky)
+    folders = {name: REAL_CT / name for name in REAL_STUDIES} | {"quirky": quirky}
+    with ThreadPoolExecutor(len(folders)) as pool:  # as PACS do: several associations at once
+        sends = {
+            name: pool.submit(storescu, gateway.dicom_port, folder, options=("-xs",))
+            for name, folder in folders.items()
+        }
+    for name, sent in sends.items():
+        assert sent.result().returncode == 0, (name, sent.result().stderr)
+    series = {
+        name: str(dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True).SeriesInstanceUID)
+        for name, folder in folders.items()
+    }
+    jobs = {name: _job_for(gateway, uid) for name, uid in series.items()}
+    delivered = {ds.SOPInstanceUID for ds in received(destination[1])}
+    for name, job in jobs.items():
+        assert job["status"] == "done" or (job["status"] == "rejected" and job["reason_code"]), (
+            name,
+            job["status"],
+            job["reason"],
+        )
+        texts = [job["reason"] or "", *(line["message"] for line in job["log"])]
+        assert not [t for t in texts if EXCEPTION_TEXT.search(t)], (name, texts)
+        if job["status"] == "done":
+            assert {o["kind"] for o in job["outputs"]} >= {"overlay", "summary", "sr"}, name
+            assert {o["sop_instance_uid"] for o in job["outputs"]} <= delivered, name
+    quirky_log = " ".join(line["message"] for line in jobs["quirky"]["log"])
+    for keyword in quirks.BAD_PATIENT_VALUES:
+        assert f"{keyword} of the input" in quirky_log
+    logs = gateway.logs() + quirky_log
+    for value in ("PHIBDAY", "ALIAS", "ID-7731", "256199"):
+        assert value not in logs, value
+    assert "BytesLengthException" not in logs
