@@ -50,6 +50,14 @@ class ReceivedInstance:
     slice_thickness: float | None = None
 
 
+def text_with_nul(item: ReceivedInstance, peer: Peer) -> str | None:
+    """The first recorded text field holding a NUL character (stored text never has one)."""
+    for name, value in (*vars(item).items(), *vars(peer).items()):
+        if isinstance(value, str) and "\x00" in value:
+            return name
+    return None
+
+
 class InstanceConflict(ValueError):
     """The SOP Instance UID is already stored in another series (a peer reusing UIDs)."""
 

@@ -34,6 +34,7 @@ from pulmogate.receiver.records import (
     ReceivedInstance,
     record_instance,
     release_association,
+    text_with_nul,
 )
 
 log = structlog.get_logger("pulmogate.receiver")
@@ -298,7 +299,6 @@ class StoreSCP:
         series_uid = _text(ds, "SeriesInstanceUID")
         sop_uid = _text(ds, "SOPInstanceUID")
         path = self.storage.instance_path(study_uid, series_uid, sop_uid)
-        atomic_write(path, encoded)
         context = event.context
         item = ReceivedInstance(
             study_uid=study_uid,
@@ -326,14 +326,17 @@ class StoreSCP:
             pixel_spacing="\\".join(str(v) for v in ds.get("PixelSpacing", []) or []),
             slice_thickness=_float(ds, "SliceThickness"),
         )
+        peer = self._peer(event.assoc)
+        with_nul = text_with_nul(item, peer)
+        if with_nul is not None:
+            raise CannotUnderstand(f"NUL character in {with_nul}")
+        atomic_write(path, encoded)
         with self._lock:
             brought = self._series_by_assoc.setdefault(id(event.assoc), {})
             first_of_series = series_uid not in brought
         try:
             recorded = self._wait(
-                record_instance(
-                    self.db, item, self._peer(event.assoc), new_for_association=first_of_series
-                )
+                record_instance(self.db, item, peer, new_for_association=first_of_series)
             )
         except InstanceConflict as conflict:
             path.unlink(missing_ok=True)  # its own series folder: never the stored copy
