@@ -53,6 +53,12 @@ def _repeats_a_pattern(text: str) -> bool:
     return False
 
 
+def _base(text: str) -> str:
+    """The text without the digits and symbols around it (``Password2024!`` → password)."""
+    match = DECORATION.match(text)
+    return match.group("base") if match else text
+
+
 def problem(password: str, username: str = "") -> str | None:
     """Why ``password`` is refused, or None when it is acceptable."""
     if len(password) < MIN_LENGTH:
@@ -72,11 +78,10 @@ def problem(password: str, username: str = "") -> str | None:
     squeezed = lowered.replace(" ", "")
     if lowered in common or squeezed in common:
         return "password is one of the most common passwords: choose another"
-    match = DECORATION.match(squeezed)
-    base = match.group("base") if match else squeezed
+    base = _base(squeezed)
     if base in common:
         return "password is a common word with digits or symbols added: choose another"
-    if username and base == username.lower():
+    if username and base in {username.lower(), _base(username.lower())}:
         return "password must not be the username (with or without digits and symbols)"
     return None
 

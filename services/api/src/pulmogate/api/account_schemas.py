@@ -9,7 +9,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -26,14 +25,6 @@ def _acceptable(password: str) -> str:
     if reason is not None:
         raise PydanticCustomError("weak_password", reason)
     return password
-
-
-def not_the_username(password: str | None, username: str) -> None:
-    """Refuse a password that is the username dressed up (a field error on ``password``)."""
-    if password is not None:
-        reason = password_policy.problem(password, username)
-        if reason is not None:
-            raise PydanticCustomError("weak_password", reason)
 
 
 Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
@@ -81,11 +72,6 @@ class UserCreate(BaseModel):
     username: Username
     password: Password
     role: Role = Role.VIEWER
-
-    @model_validator(mode="after")
-    def _password_is_not_the_username(self) -> "UserCreate":
-        not_the_username(self.password, self.username)
-        return self
 
 
 class UserUpdate(BaseModel):

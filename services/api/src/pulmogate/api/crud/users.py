@@ -32,7 +32,10 @@ async def get_user(session: AsyncSession, user_id: int) -> User:
 
 
 async def add_user(session: AsyncSession, data: UserCreate, actor: CurrentUser) -> User:
-    """Create a user (409 if the name is taken)."""
+    """Create a user (409 if the name is taken, 422 for a password that is the username)."""
+    reason = password_policy.problem(data.password, data.username)
+    if reason is not None:
+        raise InvalidField("password", reason)
     try:
         user = await create_user(
             session,

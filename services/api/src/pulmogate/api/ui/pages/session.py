@@ -1,5 +1,7 @@
 """Sign in and out, the language switch, the start page."""
 
+import re
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
@@ -16,14 +18,18 @@ router = APIRouter(include_in_schema=False)
 LOGIN_CSRF_COOKIE = "pulmogate_login_csrf"
 LOGIN_CSRF_FIELD = "login_csrf"
 LOGIN_CSRF_MAX_AGE_S = 3600
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 
 
 def _login_form(
     request: Request, target: str, *, error: str = "", status_code: int = 200
 ) -> Response:
-    """The form with a fresh login CSRF token, in its field and in a SameSite=Strict cookie
-    (a form posted from another site arrives without the cookie and is refused)."""
-    token = new_secret()
+    """The form with the browser's login CSRF token (a new one if it has none), in its field
+    and in a SameSite=Strict cookie: a form posted from another site arrives without the
+    cookie and is refused. Tabs opened side by side share the token."""
+    token = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not TOKEN_SHAPE.fullmatch(token):
+        token = new_secret()
     response = render(request, "login.html", None, next=target, login_error=error, login_csrf=token)
     response.status_code = status_code
     response.set_cookie(
