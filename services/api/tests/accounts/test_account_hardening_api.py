@@ -211,3 +211,27 @@ async def test_no_query_parameter_becomes_text_on_a_page(
     for page in pages:
         assert page.status_code == 200
         assert "555-0100" not in page.text
+
+
+async def test_a_password_set_under_an_older_policy_still_signs_in_and_is_rehashed(
+    anonymous: httpx.AsyncClient, ctx: Context
+) -> None:
+    from argon2 import PasswordHasher
+
+    from pulmogate.common.db.accounts import User
+
+    # Hashed with other argon2 parameters than today's: sign-in rehashes it, and the weak
+    # password it protects must not turn that into a refusal (or a 500).
+    async with ctx.db.session() as session:
+        session.add(
+            User(username="legacy", role=Role.VIEWER, password_hash=PasswordHasher().hash("abc"))
+        )
+
+    signed_in = await anonymous.post(
+        "/api/v1/auth/login", json={"username": "legacy", "password": "abc"}
+    )
+
+    assert signed_in.status_code == 200, signed_in.text
+    async with ctx.db.session() as session:
+        stored = await session.scalar(select(User.password_hash).where(User.username == "legacy"))
+    assert stored is not None and "m=1024" in stored  # today's (test-sized) parameters

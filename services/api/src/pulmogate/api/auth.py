@@ -217,7 +217,7 @@ async def _sign_in(ctx: Context, ip: str, username: str, password: str) -> Signe
             )
             await session.commit()
             raise Unauthorized("wrong username or password, or the account is deactivated")
-        await login_limit.forget_failures(session, username, ip, now, window)
+        await login_limit.forget_failures(session, username, ip)
         if needs_rehash(user.password_hash):
             user.password_hash = await asyncio.to_thread(rehash_password, password)
         user.last_login_at = now

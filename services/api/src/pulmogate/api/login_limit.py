@@ -47,6 +47,9 @@ async def take_attempt(
     username, ip = _pair(username, ip)
     if not db.is_sqlite:
         await session.execute(select(func.pg_advisory_xact_lock(_lock_key(username, ip))))
+    # Rows older than the window count for nobody (a write first: on SQLite the transaction
+    # holds the write lock from here on).
+    await session.execute(delete(LoginFailure).where(LoginFailure.at < now - window))
     recent = (
         select(func.count())
         .select_from(LoginFailure)
@@ -80,14 +83,11 @@ async def take_attempt(
     )
 
 
-async def forget_failures(
-    session: AsyncSession, username: str, ip: str, now: datetime, window: timedelta
-) -> None:
-    """A correct password: the pair starts afresh; rows older than the window go too."""
+async def forget_failures(session: AsyncSession, username: str, ip: str) -> None:
+    """A correct password: the pair starts afresh."""
     username, ip = _pair(username, ip)
     await session.execute(
         delete(LoginFailure)
         .where(LoginFailure.username == username)
         .where(LoginFailure.client_ip == ip)
     )
-    await session.execute(delete(LoginFailure).where(LoginFailure.at < now - window))
