@@ -143,9 +143,15 @@ def test_operator_uploads_a_study_and_follows_it_to_its_results(
         row.locator("a", has_text="Log").click()
         expect(page.locator("#log")).to_contain_text("rule 'browser uploads' matched")
         expect(page.locator(".previews img").first).to_be_visible()
-        page.wait_for_function(
-            "[...document.querySelectorAll('.previews img')].every(i => i.naturalWidth > 0)"
-        )
+        # Polled with evaluate_all: wait_for_function compiles its predicate with eval,
+        # which the pages' Content-Security-Policy (script-src 'self') refuses.
+        previews = page.locator(".previews img")
+        for _ in range(100):
+            if previews.evaluate_all("imgs => imgs.every(i => i.complete && i.naturalWidth > 0)"):
+                break
+            page.wait_for_timeout(200)
+        else:
+            raise AssertionError("the key images did not load")
         shot("05-job-log")
 
         with page.expect_download() as download_info:

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pulmogate.common import audit
@@ -44,3 +45,14 @@ async def issue_token(
         },
     )
     return token, secret
+
+
+async def revoke_user_tokens(session: AsyncSession, user_id: int) -> int:
+    """Revoke every live token of a user (a new password: old credentials stop working);
+    how many were revoked. The caller commits and audits."""
+    result = await session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

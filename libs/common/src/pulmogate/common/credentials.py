@@ -7,26 +7,32 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-MIN_PASSWORD_LENGTH = 10
+from pulmogate.common import password_policy
+from pulmogate.common.password_policy import WeakPassword
+
+MIN_PASSWORD_LENGTH = password_policy.MIN_LENGTH
 TOKEN_PREFIX = "pgt_"
 
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a password anyone has")
 
-
-class WeakPassword(ValueError):
-    """A password too short to protect an account."""
+__all__ = ["WeakPassword"]
 
 
-def check_password_strength(password: str) -> None:
-    """Refuse passwords shorter than MIN_PASSWORD_LENGTH characters."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise WeakPassword(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+def check_password_strength(password: str, username: str = "") -> None:
+    """Refuse a weak password with the reason (``password_policy``)."""
+    password_policy.check(password, username)
 
 
-def hash_password(password: str) -> str:
-    """An argon2id hash with its parameters and salt."""
-    check_password_strength(password)
+def hash_password(password: str, username: str = "") -> str:
+    """An argon2id hash with its parameters and salt, of a password the policy accepts."""
+    check_password_strength(password, username)
+    return _hasher.hash(password)
+
+
+def rehash_password(password: str) -> str:
+    """A fresh hash of a password that was just verified (stronger parameters; no policy:
+    a password set under an older policy must not lock its owner out)."""
     return _hasher.hash(password)
 
 

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     disk_max_used_percent: float = Field(
         90.0, description="Above this use of the storage volume C-STORE answers 0xA700"
     )
+    upload_max_bytes: int = Field(
+        4 * 1024**3, description="Largest upload request (multipart body or resumable file)"
+    )
     janitor_interval_s: float = Field(3600.0, description="How often retention purges old jobs")
     liveness_file: Path = Field(
         Path("/tmp/pulmogate.alive"),

@@ -6,7 +6,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pulmogate.common import audit
-from pulmogate.common.credentials import hash_password
+from pulmogate.common.credentials import WeakPassword, hash_password
 from pulmogate.common.db.accounts import Role, User
 from pulmogate.common.db.session import Database
 from pulmogate.common.settings import Settings
@@ -32,7 +32,9 @@ async def create_user(
     """Add a user (password hashed with argon2) and audit it; raises UserExists, WeakPassword."""
     if await session.scalar(select(User.id).where(User.username == username)) is not None:
         raise UserExists(f"user {username!r} already exists")
-    user = User(username=username, password_hash=hash_password(password), role=role, active=True)
+    user = User(
+        username=username, password_hash=hash_password(password, username), role=role, active=True
+    )
     session.add(user)
     await session.flush()
     audit.record(
@@ -65,6 +67,12 @@ async def ensure_first_admin(db: Database, settings: Settings) -> bool:
                 return False
             await create_user(session, username, password, Role.ADMIN, actor_name="environment")
     except IntegrityError:
+        return False
+    except WeakPassword as exc:
+        log.error(
+            "PULMOGATE_ADMIN_PASSWORD refused, no admin created: choose a stronger one",
+            reason=str(exc),
+        )
         return False
     log.info("first admin created from the environment", username=username)
     return True

@@ -3,16 +3,32 @@
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+from pydantic_core import PydanticCustomError
 
-from pulmogate.common.credentials import MIN_PASSWORD_LENGTH
+from pulmogate.common import password_policy
 from pulmogate.common.db.accounts import Role
 from pulmogate.common.users import USERNAME_PATTERN
 
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
+
+def _acceptable(password: str) -> str:
+    """The password policy, as a field error that says why."""
+    reason = password_policy.problem(password)
+    if reason is not None:
+        raise PydanticCustomError("weak_password", reason)
+    return password
+
+
 Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
-Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_LENGTH, max_length=1024)]
+Password = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_acceptable)]
 
 
 class LoginRequest(BaseModel):
@@ -41,8 +57,11 @@ class PasswordChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    current_password: str
+    current_password: Annotated[str, StringConstraints(max_length=1024)]
     new_password: Password
+    revoke_tokens: bool = Field(
+        True, description="Revoke your API tokens too (default); false keeps them working"
+    )
 
 
 class UserCreate(BaseModel):
@@ -63,6 +82,9 @@ class UserUpdate(BaseModel):
     role: Role | None = None
     active: bool | None = None
     password: Password | None = None
+    revoke_tokens: bool = Field(
+        True, description="With a new password: revoke the user's API tokens too (default)"
+    )
 
 
 class UserOut(BaseModel):
@@ -127,7 +149,7 @@ class LicenseInstall(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    key: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+    key: Annotated[str, StringConstraints(min_length=1, max_length=20_000, pattern=r"^[^\x00]*$")]
 
 
 class LicenseStatusOut(BaseModel):

@@ -5,8 +5,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from pulmogate.api.db_errors import DATABASE_ERRORS, database_error
+from pulmogate.api.db_reserve import DatabaseReserve
 from pulmogate.api.deps import current_user
 from pulmogate.api.errors import ApiError, InvalidField
+from pulmogate.api.request_guards import RequestGuards
 from pulmogate.api.routes import (
     audit,
     auth,
@@ -20,6 +22,7 @@ from pulmogate.api.routes import (
     users,
 )
 from pulmogate.api.routes import operations as operations_routes
+from pulmogate.api.security_headers import SecurityHeaders
 from pulmogate.common.runtime import Context
 
 API_PREFIX = "/api/v1"
@@ -55,6 +58,7 @@ def create_app(ctx: Context) -> FastAPI:
         version="0.1.0",
     )
     app.state.ctx = ctx
+    app.state.db_reserve = DatabaseReserve(ctx.settings)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for error in DATABASE_ERRORS:
@@ -75,4 +79,6 @@ def create_app(ctx: Context) -> FastAPI:
     app.include_router(auth.router, prefix=API_PREFIX)
     app.include_router(health.router)
     operations_routes.mount_ui(app)
+    app.add_middleware(RequestGuards, upload_max_bytes=lambda: ctx.settings.upload_max_bytes)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -1,27 +1,33 @@
 """Who is calling: a bearer API token or a session cookie (with its CSRF token), and sign-in."""
 
-import math
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import structlog
 from fastapi import Request, Response
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pulmogate.api.errors import Forbidden, TooManyRequests, Unauthorized
+from pulmogate.api import login_limit
+from pulmogate.api.db_reserve import DatabaseReserve, is_disk_full
+from pulmogate.api.errors import Forbidden, Unauthorized
 from pulmogate.common import audit
 from pulmogate.common.credentials import (
     TOKEN_PREFIX,
-    hash_password,
     needs_rehash,
     new_secret,
+    rehash_password,
     same_secret,
     sha256_hex,
     verify_password,
 )
-from pulmogate.common.db.accounts import ApiToken, LoginFailure, User, UserSession
+from pulmogate.common.db.accounts import ApiToken, User, UserSession
 from pulmogate.common.db.models import utcnow
 from pulmogate.common.runtime import Context
+
+log = structlog.get_logger("pulmogate.api")
 
 SESSION_COOKIE = "pulmogate_session"
 CSRF_COOKIE = "pulmogate_csrf"
@@ -29,7 +35,11 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+FORM_TYPE = "application/x-www-form-urlencoded"
+MULTIPART_TYPE = "multipart/form-data"
+# The one route whose multipart body may carry the CSRF field: it reads the body itself, after
+# the role check, and verifies the field then (``CurrentUser.csrf_pending``).
+MULTIPART_CSRF_ROUTE = ("POST", "/api/v1/uploads")
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,22 @@ class CurrentUser:
     id: int | None = None
     via: str = "token"
     csrf_token: str | None = None
+    csrf_pending: bool = False
+
+    def check_form_csrf(self, sent: str | None) -> None:
+        """Verify a CSRF field the route read from its own body (Forbidden when wrong)."""
+        if self.csrf_pending and not (
+            sent and self.csrf_token and same_secret(sent, self.csrf_token)
+        ):
+            raise csrf_refusal()
+
+
+def csrf_refusal() -> Forbidden:
+    """403 naming what to send."""
+    return Forbidden(
+        f"CSRF token missing or wrong: send the {CSRF_HEADER} header "
+        f"(or the {CSRF_FIELD} form field) with the value from sign-in"
+    )
 
 
 def _bearer(request: Request) -> str | None:
@@ -63,20 +89,43 @@ async def _user_from_token(session: AsyncSession, token: str) -> CurrentUser:
         )
     if not row.user.active:
         raise Unauthorized("the token's user is deactivated")
+    user = CurrentUser(name=row.user.username, role=row.user.role, id=row.user.id, via="token")
     if row.last_used_at is None or now - row.last_used_at > TOKEN_TOUCH_INTERVAL:
-        row.last_used_at = now
+        await _touch(session, row.id, now)
+    return user
+
+
+async def _touch(session: AsyncSession, token_id: int, now: datetime) -> None:
+    """Record the token's last use, best effort: a database that cannot write (a full disk)
+    must not refuse a valid token."""
+    try:
+        await session.execute(
+            update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+        )
         await session.commit()
-    return CurrentUser(name=row.user.username, role=row.user.role, id=row.user.id, via="token")
+    except DBAPIError as exc:
+        await session.rollback()
+        log.warning("token last use not recorded", token_id=token_id, error=str(exc)[:200])
 
 
 async def _csrf_from_request(request: Request) -> str:
+    """The header, else the field of a small urlencoded form (a multipart body is not read)."""
     header = request.headers.get(CSRF_HEADER)
     if header:
         return header
-    if request.headers.get("content-type", "").startswith(FORM_TYPES):
+    if request.headers.get("content-type", "").startswith(FORM_TYPE):
         value = (await request.form()).get(CSRF_FIELD)
         return value if isinstance(value, str) else ""
     return ""
+
+
+def _csrf_in_own_body(request: Request) -> bool:
+    """A multipart upload without the header: the route checks the field after the role."""
+    return (
+        (request.method, request.url.path) == MULTIPART_CSRF_ROUTE
+        and CSRF_HEADER not in request.headers
+        and request.headers.get("content-type", "").startswith(MULTIPART_TYPE)
+    )
 
 
 async def _user_from_session(session: AsyncSession, request: Request, secret: str) -> CurrentUser:
@@ -85,19 +134,18 @@ async def _user_from_session(session: AsyncSession, request: Request, secret: st
     )
     if row is None or row.expires_at <= utcnow() or not row.user.active:
         raise Unauthorized("session expired or signed out: sign in again")
-    if request.method not in SAFE_METHODS:
+    pending = request.method not in SAFE_METHODS and _csrf_in_own_body(request)
+    if request.method not in SAFE_METHODS and not pending:
         sent = await _csrf_from_request(request)
         if not sent or not same_secret(sent, row.csrf_token):
-            raise Forbidden(
-                f"CSRF token missing or wrong: send the {CSRF_HEADER} header "
-                f"(or the {CSRF_FIELD} form field) with the value from sign-in"
-            )
+            raise csrf_refusal()
     return CurrentUser(
         name=row.user.username,
         role=row.user.role,
         id=row.user.id,
         via="session",
         csrf_token=row.csrf_token,
+        csrf_pending=pending,
     )
 
 
@@ -118,24 +166,6 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _check_rate_limit(
-    session: AsyncSession, ctx: Context, username: str, ip: str, now: datetime
-) -> None:
-    window = timedelta(seconds=ctx.settings.login_window_s)
-    recent = (
-        select(func.count(), func.min(LoginFailure.at))
-        .where(LoginFailure.username == username)
-        .where(LoginFailure.client_ip == ip)
-        .where(LoginFailure.at > now - window)
-    )
-    count, oldest = (await session.execute(recent)).one()
-    if count >= ctx.settings.login_max_failures:
-        wait = max(1, math.ceil((oldest + window - now).total_seconds()))
-        raise TooManyRequests(
-            f"too many failed sign-ins for this user from {ip}: try again in {wait} s", wait
-        )
-
-
 @dataclass(frozen=True)
 class SignedIn:
     """A new session: the cookie's secret, its CSRF token, and the user."""
@@ -146,20 +176,38 @@ class SignedIn:
 
 
 async def sign_in(ctx: Context, request: Request, username: str, password: str) -> SignedIn:
-    """Check the password (rate limited per username and IP) and open a session."""
-    ip = client_ip(request)
+    """Check the password (rate limited per username and IP) and open a session.
+
+    On the embedded database a full disk releases the space reserve and tries once more.
+    """
+    reserve: DatabaseReserve | None = getattr(request.app.state, "db_reserve", None)
+    try:
+        signed_in = await _sign_in(ctx, client_ip(request), username, password)
+    except DBAPIError as exc:
+        if not (is_disk_full(exc) and reserve is not None and reserve.release()):
+            raise
+        signed_in = await _sign_in(ctx, client_ip(request), username, password)
+    if reserve is not None:
+        await asyncio.to_thread(reserve.keep)
+    return signed_in
+
+
+async def _sign_in(ctx: Context, ip: str, username: str, password: str) -> SignedIn:
     now = utcnow()
+    window = timedelta(seconds=ctx.settings.login_window_s)
     async with ctx.db.session() as session:
-        await _check_rate_limit(session, ctx, username, ip, now)
+        await login_limit.take_attempt(
+            ctx.db,
+            session,
+            username,
+            ip,
+            now,
+            max_failures=ctx.settings.login_max_failures,
+            window=window,
+        )
         user = await session.scalar(select(User).where(User.username == username))
-        ok = verify_password(user.password_hash if user else "", password)
+        ok = await asyncio.to_thread(verify_password, user.password_hash if user else "", password)
         if not ok or user is None or not user.active:
-            session.add(LoginFailure(username=username[:64], client_ip=ip[:45], at=now))
-            await session.execute(
-                delete(LoginFailure).where(
-                    LoginFailure.at < now - timedelta(seconds=ctx.settings.login_window_s)
-                )
-            )
             audit.record(
                 session,
                 user_id=user.id if user else None,
@@ -169,13 +217,9 @@ async def sign_in(ctx: Context, request: Request, username: str, password: str) 
             )
             await session.commit()
             raise Unauthorized("wrong username or password, or the account is deactivated")
-        await session.execute(
-            delete(LoginFailure)
-            .where(LoginFailure.username == username)
-            .where(LoginFailure.client_ip == ip)
-        )
+        await login_limit.forget_failures(session, username, ip)
         if needs_rehash(user.password_hash):
-            user.password_hash = hash_password(password)
+            user.password_hash = await asyncio.to_thread(rehash_password, password)
         user.last_login_at = now
         await session.execute(delete(UserSession).where(UserSession.expires_at < now))
         secret, csrf = new_secret(), new_secret()

@@ -65,8 +65,10 @@ class ApiService:
             )
         self._socket = bind_socket(settings.api_host, settings.api_port)
         self.port = self._socket.getsockname()[1]
+        app = create_app(ctx)
+        await asyncio.to_thread(app.state.db_reserve.keep)
         config = uvicorn.Config(
-            create_app(ctx),
+            app,
             lifespan="off",
             log_config=None,
             access_log=False,

@@ -46,6 +46,13 @@ def check_ae_title(value: str) -> str:
     return value
 
 
+def check_no_nul(value: str) -> str:
+    """Text the database keeps has no NUL character (PostgreSQL cannot store one)."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character (\\x00)")
+    return value
+
+
 def _strip(value: object) -> object:
     """Surrounding whitespace is never meaningful in a name."""
     return value.strip() if isinstance(value, str) else value
@@ -58,7 +65,9 @@ def _blank_to_none(value: object) -> object:
     return value
 
 
-DescriptionFilter = Annotated[str, Field(max_length=500), AfterValidator(check_regex)]
+DescriptionFilter = Annotated[
+    str, Field(max_length=500), AfterValidator(check_no_nul), AfterValidator(check_regex)
+]
 SourceIp = Annotated[
     str | None, BeforeValidator(_blank_to_none), AfterValidator(lambda v: v and check_ip_or_cidr(v))
 ]
@@ -67,5 +76,10 @@ OptionalAETitle = Annotated[
     str | None, BeforeValidator(_blank_to_none), AfterValidator(lambda v: v and check_ae_title(v))
 ]
 Port = Annotated[int, Field(ge=1, le=65535)]
-Name = Annotated[str, BeforeValidator(_strip), Field(min_length=1, max_length=100)]
-Host = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\s/\\]+$")]
+Name = Annotated[
+    str, BeforeValidator(_strip), Field(min_length=1, max_length=100), AfterValidator(check_no_nul)
+]
+Host = Annotated[
+    str, Field(min_length=1, max_length=255, pattern=r"^[^\s/\\]+$"), AfterValidator(check_no_nul)
+]
+Text = Annotated[str, AfterValidator(check_no_nul)]

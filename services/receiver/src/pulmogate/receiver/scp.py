@@ -330,7 +330,6 @@ class StoreSCP:
         series_uid = _uid_text(ds, "SeriesInstanceUID")
         sop_uid = _uid_text(ds, "SOPInstanceUID")
         path = self.storage.instance_path(study_uid, series_uid, sop_uid)
-        atomic_write(path, encoded)
         context = event.context
         item = ReceivedInstance(
             study_uid=study_uid,
@@ -358,14 +357,14 @@ class StoreSCP:
             pixel_spacing=_pixel_spacing(ds),
             slice_thickness=_float(ds, "SliceThickness"),
         )
+        peer = self._peer(event.assoc)
+        atomic_write(path, encoded)
         with self._lock:
             brought = self._series_by_assoc.setdefault(id(event.assoc), {})
             first_of_series = series_uid not in brought
         try:
             recorded = self._wait(
-                record_instance(
-                    self.db, item, self._peer(event.assoc), new_for_association=first_of_series
-                )
+                record_instance(self.db, item, peer, new_for_association=first_of_series)
             )
         except InstanceConflict as conflict:
             path.unlink(missing_ok=True)  # its own series folder: never the stored copy

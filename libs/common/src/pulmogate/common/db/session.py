@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from pulmogate.common.db import text_guard
+
 
 def make_engine(url: str) -> AsyncEngine:
     """Engine tuned for the backend: WAL and busy timeout on SQLite, pre-ping on Postgres."""
@@ -31,8 +33,11 @@ def make_engine(url: str) -> AsyncEngine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
+        text_guard.install(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    text_guard.install(engine.sync_engine)
+    return engine
 
 
 class Database:

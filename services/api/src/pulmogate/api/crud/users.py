@@ -1,5 +1,6 @@
 """Users: list, read, create, change role/active/password, delete; one admin always remains."""
 
+import asyncio
 from collections.abc import Sequence
 
 from sqlalchemy import delete, func, select
@@ -9,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pulmogate.api.account_schemas import UserCreate, UserUpdate
 from pulmogate.api.auditing import audit_change
 from pulmogate.api.auth import CurrentUser
-from pulmogate.api.errors import Conflict, NotFound
+from pulmogate.api.errors import Conflict, InvalidField, NotFound
+from pulmogate.common import password_policy
+from pulmogate.common.api_tokens import revoke_user_tokens
 from pulmogate.common.credentials import hash_password
 from pulmogate.common.db.accounts import Role, User, UserSession
 from pulmogate.common.users import UserExists, create_user
@@ -29,7 +32,10 @@ async def get_user(session: AsyncSession, user_id: int) -> User:
 
 
 async def add_user(session: AsyncSession, data: UserCreate, actor: CurrentUser) -> User:
-    """Create a user (409 if the name is taken)."""
+    """Create a user (409 if the name is taken, 422 for a password that is the username)."""
+    reason = password_policy.problem(data.password, data.username)
+    if reason is not None:
+        raise InvalidField("password", reason)
     try:
         user = await create_user(
             session,
@@ -65,6 +71,7 @@ async def update_user(
     """Change role, active flag or password; deactivation and new passwords end sessions."""
     user = await get_user(session, user_id)
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
+    revoke_tokens = changes.pop("revoke_tokens", True)
     if changes.get("role", Role.ADMIN) != Role.ADMIN:
         await _keep_an_admin(session, user, "demote")
     if changes.get("active") is False:
@@ -73,13 +80,17 @@ async def update_user(
         user.role = changes["role"]
     if "active" in changes:
         user.active = changes["active"]
-    if "password" in changes:
-        user.password_hash = hash_password(changes["password"])
-    if "password" in changes or changes.get("active") is False:
-        await session.execute(delete(UserSession).where(UserSession.user_id == user.id))
     details = {k: v for k, v in changes.items() if k != "password"}
     if "password" in changes:
+        reason = password_policy.problem(changes["password"], user.username)
+        if reason is not None:
+            raise InvalidField("password", reason)
+        user.password_hash = await asyncio.to_thread(hash_password, changes["password"])
         details["password"] = "changed"
+        if revoke_tokens:
+            details["tokens_revoked"] = await revoke_user_tokens(session, user.id)
+    if "password" in changes or changes.get("active") is False:
+        await session.execute(delete(UserSession).where(UserSession.user_id == user.id))
     audit_change(session, actor, "user.update", f"user {user.id} {user.username}", details)
     await session.commit()
     return user

@@ -1,5 +1,7 @@
 """POST /api/v1/auth/login, /auth/logout, /auth/password; GET /auth/me."""
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import delete
 
@@ -9,7 +11,8 @@ from pulmogate.api.deps import ContextDep, UserDep
 from pulmogate.api.errors import InvalidField
 from pulmogate.api.routes.responses import Responses
 from pulmogate.api.schemas import ErrorMessage
-from pulmogate.common import audit
+from pulmogate.common import audit, password_policy
+from pulmogate.common.api_tokens import revoke_user_tokens
 from pulmogate.common.credentials import hash_password, verify_password
 from pulmogate.common.db.accounts import User, UserSession
 
@@ -59,17 +62,25 @@ async def me(user: UserDep) -> Me:
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT, responses=UNAUTHORIZED)
 async def change_password(body: PasswordChange, ctx: ContextDep, user: UserDep) -> None:
-    """Change one's own password; every session of the user ends (sign in again)."""
+    """Change one's own password; every session of the user ends (sign in again) and, unless
+    ``revoke_tokens`` is false, every API token of the user is revoked."""
     async with ctx.db.session() as session:
         row = await session.get(User, user.id)
-        if row is None or not verify_password(row.password_hash, body.current_password):
+        if row is None or not await asyncio.to_thread(
+            verify_password, row.password_hash, body.current_password
+        ):
             raise InvalidField("current_password", "the current password is wrong")
-        row.password_hash = hash_password(body.new_password)
+        reason = password_policy.problem(body.new_password, row.username)
+        if reason is not None:
+            raise InvalidField("new_password", reason)
+        row.password_hash = await asyncio.to_thread(hash_password, body.new_password)
         await session.execute(delete(UserSession).where(UserSession.user_id == row.id))
+        revoked = await revoke_user_tokens(session, row.id) if body.revoke_tokens else 0
         audit.record(
             session,
             user_id=row.id,
             username=row.username,
             action="user.password",
             target=f"user {row.id} {row.username}",
+            details={"tokens_revoked": revoked, "revoke_tokens": body.revoke_tokens},
         )

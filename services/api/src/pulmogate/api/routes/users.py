@@ -35,7 +35,8 @@ async def get_user(user_id: int, session: SessionDep, _admin: AdminDep) -> UserO
 async def update_user(
     user_id: int, body: UserUpdate, session: SessionDep, admin: AdminDep
 ) -> UserOut:
-    """Change a user's role, active flag or password (their sessions end on the last two)."""
+    """Change a user's role, active flag or password (their sessions end on the last two; a
+    new password also revokes their API tokens unless ``revoke_tokens`` is false)."""
     return UserOut.model_validate(await crud.update_user(session, user_id, body, admin))
 
 

@@ -110,6 +110,10 @@ WORDS: dict[str, dict[str, str]] = {
 
 
 NOTICES: dict[str, dict[str, str]] = {
+    "login_form_expired": {
+        "en": "The sign-in form expired or was sent from another site: sign in again.",
+        "ru": "Форма входа устарела или отправлена с другого сайта: войдите снова.",
+    },
     "resend_requested": {"en": "resend requested: {names}", "ru": "повторная отправка: {names}"},
     "job_deleted": {"en": "job {id} deleted", "ru": "задача {id} удалена"},
     "rule_added": {"en": "rule {name} added", "ru": "правило {name} добавлено"},

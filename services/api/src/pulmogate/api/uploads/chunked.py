@@ -3,6 +3,8 @@ resumes at the offset the server reports. Sessions live on the storage volume (n
 and expire after ``SESSION_TTL``.
 """
 
+import errno
+import fcntl
 import json
 import os
 import re
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from pulmogate.api.errors import ApiError, Conflict, NotFound
-from pulmogate.api.uploads.unpack import MAX_TOTAL_BYTES
+from pulmogate.api.uploads.ingest import StorageFull
 from pulmogate.common.storage import Storage
 
 SESSION_TTL_S = 24 * 3600
@@ -67,12 +69,17 @@ def expire(storage: Storage, now: float | None = None) -> int:
     return removed
 
 
-def open_session(storage: Storage, filename: str, size: int, user: str) -> SessionMeta:
-    """A new empty session for one file of ``size`` bytes."""
-    if size > MAX_TOTAL_BYTES:
-        raise TooLarge(
-            f"{filename}: {size} bytes is over the {MAX_TOTAL_BYTES // 1024**2} MiB limit"
-        )
+def check_declared_size(filename: str, size: int, max_bytes: int) -> None:
+    """413 for a file larger than an upload may be."""
+    if size > max_bytes:
+        raise TooLarge(f"{filename}: {size} bytes is over the {max_bytes / 1024**2:g} MiB limit")
+
+
+def open_session(
+    storage: Storage, filename: str, size: int, user: str, *, max_bytes: int
+) -> SessionMeta:
+    """A new empty session for one file of ``size`` bytes (at most ``max_bytes``)."""
+    check_declared_size(filename, size, max_bytes)
     expire(storage)
     meta = SessionMeta(uuid.uuid4().hex, filename, size, user, time.time())
     folder = _folder(storage, meta.id)
@@ -99,21 +106,76 @@ def received(storage: Storage, session_id: str) -> int:
     return (_folder(storage, session_id) / DATA).stat().st_size
 
 
-def append(storage: Storage, meta: SessionMeta, offset: int, chunk: bytes) -> int:
-    """Append ``chunk`` at ``offset`` (must equal what was received); return the new offset."""
-    path = _folder(storage, meta.id) / DATA
-    have = path.stat().st_size
-    if offset != have:
-        raise Conflict(
-            f"upload session {meta.id} has {have} bytes: send the chunk at offset {have}"
-        )
-    if have + len(chunk) > meta.size:
-        raise TooLarge(f"{meta.filename}: more than the {meta.size} bytes declared")
-    with path.open("ab") as out:
-        out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    return have + len(chunk)
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class ChunkWriter:
+    """Appends one chunk at ``offset`` under an exclusive lock on the session's file.
+
+    Blocking: call each method in a thread. A chunk that fails (too long, disk full, the
+    connection lost) is cut off again, so the session's offset stays where it was.
+    """
+
+    def __init__(self, storage: Storage, meta: SessionMeta, offset: int) -> None:
+        self.meta = meta
+        path = _folder(storage, meta.id) / DATA
+        self.out = path.open("r+b")
+        try:
+            fcntl.flock(self.out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self.out.close()
+            raise Conflict(
+                f"upload session {meta.id}: another chunk is being written; "
+                "ask for the offset and send the next chunk after it"
+            ) from exc
+        self.start = os.fstat(self.out.fileno()).st_size
+        if offset != self.start:
+            self.out.close()
+            raise Conflict(
+                f"upload session {meta.id} has {self.start} bytes: "
+                f"send the chunk at offset {self.start}"
+            )
+        self.out.seek(self.start)
+        self.written = 0
+
+    def _full(self, exc: OSError) -> Exception:
+        if exc.errno in DISK_FULL_ERRNOS:
+            return StorageFull(
+                f"chunk refused: storage full (no space left on the device); upload session "
+                f"{self.meta.id} keeps {self.start} bytes: resume at that offset once space is free"
+            )
+        return exc
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``; more than the declared size is refused (413)."""
+        if self.start + self.written + len(data) > self.meta.size:
+            raise TooLarge(f"{self.meta.filename}: more than the {self.meta.size} bytes declared")
+        try:
+            self.out.write(data)
+        except OSError as exc:
+            raise self._full(exc) from exc
+        self.written += len(data)
+
+    def commit(self) -> int:
+        """Make the chunk durable; the new offset."""
+        try:
+            self.out.flush()
+            os.fsync(self.out.fileno())
+        except OSError as exc:
+            raise self._full(exc) from exc
+        self.out.close()
+        return self.start + self.written
+
+    def abort(self) -> None:
+        """Cut the file back to where the chunk started and release the lock."""
+        if self.out.closed:
+            return
+        try:
+            self.out.truncate(self.start)
+        except OSError:
+            pass
+        finally:
+            self.out.close()
 
 
 def complete_file(storage: Storage, meta: SessionMeta) -> IO[bytes]:

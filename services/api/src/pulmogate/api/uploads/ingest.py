@@ -17,6 +17,7 @@ import structlog
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pulmogate.api.errors import ApiError, Conflict
@@ -96,7 +97,7 @@ def check_file(staged: StagedFile) -> CheckedFile:
             raise UnsafeUpload(staged.name, f"missing or invalid {keyword}")
     if "PixelData" not in ds and staged.size < 1024:
         raise UnsafeUpload(staged.name, "no pixel data")
-    return CheckedFile(
+    checked = CheckedFile(
         staged=staged,
         study_uid=_text(ds, "StudyInstanceUID"),
         series_uid=_text(ds, "SeriesInstanceUID"),
@@ -118,6 +119,10 @@ def check_file(staged: StagedFile) -> CheckedFile:
             "slice_thickness": _number(ds, "SliceThickness", float),
         },
     )
+    for name, value in checked.fields.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise UnsafeUpload(staged.name, f"NUL character in {name}")
+    return checked
 
 
 def stage_and_check(files: Iterable[tuple[str, IO[bytes]]], staging: Path) -> list[CheckedFile]:
@@ -177,6 +182,34 @@ async def check_series_are_new(db: Database, series_uids: set[str]) -> None:
         raise Conflict(f"series {uid} is already held by PulmoGate ({held})")
 
 
+SOP_BATCH = 500
+
+
+async def check_instances_are_new(db: Database, items: list[CheckedFile]) -> None:
+    """Refuse files whose SOP Instance UID PulmoGate already holds (in another series: the
+    series of this upload are new, so any match is another series)."""
+    by_uid = {item.sop_uid: item for item in items}
+    uids = list(by_uid)
+    async with db.sessions() as session:
+        for start in range(0, len(uids), SOP_BATCH):
+            row = (
+                await session.execute(
+                    select(Instance.sop_instance_uid, Series.series_uid, Job.id)
+                    .join(Series, Series.id == Instance.series_id)
+                    .outerjoin(Job, Job.series_id == Series.id)
+                    .where(Instance.sop_instance_uid.in_(uids[start : start + SOP_BATCH]))
+                    .limit(1)
+                )
+            ).first()
+            if row is not None:
+                uid, series_uid, job_id = row
+                held = f"job {job_id}" if job_id is not None else "still being received"
+                raise Conflict(
+                    f"{by_uid[uid].staged.name}: SOP Instance UID {uid} is already stored "
+                    f"in another series ({series_uid}, {held})"
+                )
+
+
 async def record_upload(
     db: Database,
     items: list[CheckedFile],
@@ -189,6 +222,36 @@ async def record_upload(
     audit: Callable[[AsyncSession, UploadResult], None] | None = None,
 ) -> UploadResult:
     """Create the series and instance rows as COMPLETE and stage one SeriesArrived each."""
+    try:
+        return await _record_upload(
+            db,
+            items,
+            placed,
+            rule_id=rule_id,
+            user=user,
+            peer_ip=peer_ip,
+            called_ae=called_ae,
+            audit=audit,
+        )
+    except IntegrityError as exc:
+        # Another upload or a C-STORE recorded one of these series or instances meanwhile.
+        raise Conflict(
+            "a series or SOP Instance UID of the upload was stored by another sender "
+            "while it was checked: nothing was recorded; send it again to see which"
+        ) from exc
+
+
+async def _record_upload(
+    db: Database,
+    items: list[CheckedFile],
+    placed: dict[str, Path],
+    *,
+    rule_id: int | None,
+    user: str,
+    peer_ip: str,
+    called_ae: str,
+    audit: Callable[[AsyncSession, UploadResult], None] | None,
+) -> UploadResult:
     by_series: dict[str, list[CheckedFile]] = {}
     for item in items:
         by_series.setdefault(item.series_uid, []).append(item)

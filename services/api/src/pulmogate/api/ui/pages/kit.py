@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from pulmogate.api.ui import flash
 from pulmogate.api.ui.backend import Answer, Backend
 from pulmogate.api.ui.i18n import LANG_COOKIE, LANGUAGES, notice, translate
 from pulmogate.common.runtime import Context
@@ -46,9 +47,12 @@ def local_path(path: str) -> str:
 
 
 def back(path: str, *, notice: str = "", error: str = "") -> RedirectResponse:
-    """Redirect after a form (303), carrying one message for the next page."""
-    query = urlencode({k: v for k, v in (("notice", notice), ("error", error)) if v})
-    return RedirectResponse(f"{path}?{query}" if query else path, status_code=303)
+    """Redirect after a form (303); its message rides in a flash cookie, never in the URL,
+    so no link can make a page show text of someone else's choosing."""
+    response = RedirectResponse(path, status_code=303)
+    if notice or error:
+        flash.put(response, notice=notice, error=error)
+    return response
 
 
 class SignInFirst(Exception):
@@ -68,19 +72,23 @@ async def whoami(request: Request) -> dict[str, Any]:
 def render(request: Request, template: str, me: dict[str, Any] | None, **values: Any) -> Response:
     """A page with the navigation, messages and the words in the browser's language."""
     lang = language(request)
-    return templates.TemplateResponse(
+    message = flash.take(request)
+    response = templates.TemplateResponse(
         request,
         template,
         {
             "me": me,
             "lang": lang,
             "t": lambda key: translate(key, lang),
-            "notice": request.query_params.get("notice", ""),
-            "error": request.query_params.get("error", ""),
+            "notice": message.notice,
+            "error": message.error,
             "path": request.url.path,
             **values,
         },
     )
+    if message:
+        flash.clear(response)
+    return response
 
 
 async def form_fields(request: Request) -> tuple[dict[str, Any], str]:
