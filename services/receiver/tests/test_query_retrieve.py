@@ -438,10 +438,10 @@ async def test_cget_cancel_stops_the_remaining_sub_operations(
     assert answers[-1][2] is not None and answers[-1][2] > 0
 
 
-async def test_result_storage_classes_are_not_accepted_for_c_store(
+async def test_under_reject_result_storage_classes_are_not_accepted_for_c_store(
     receiver_on: ReceiverFactory,
 ) -> None:
-    async with receiver_on(accept_from="any") as rx:
+    async with receiver_on(accept_from="any", non_ct_objects="reject") as rx:
 
         def contexts(with_role: bool) -> set[str]:
             ae = AE(ae_title="MODALITY1")

@@ -121,11 +121,11 @@ async def test_echo_succeeds_and_wrong_called_ae_is_rejected(
     assert any("NOTUS" in str(entry.get("reason", "")) for entry in logs), logs
 
 
-async def test_non_ct_sop_classes_are_refused_at_negotiation(
+async def test_under_reject_non_ct_sop_classes_are_refused_at_negotiation(
     receiver_on: ReceiverFactory, tmp_path: Path
 ) -> None:
     mr = write_slices(tmp_path / "mr", 1, sop_class=MRImageStorage, modality="MR")
-    async with receiver_on() as rx:
+    async with receiver_on(non_ct_objects="reject") as rx:
         assoc = await asyncio.to_thread(
             open_association, rx.port, CTImageStorage, MRImageStorage, SecondaryCaptureImageStorage
         )

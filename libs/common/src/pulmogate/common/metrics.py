@@ -5,6 +5,11 @@ from prometheus_client import Counter, Gauge, Histogram
 INSTANCES_RECEIVED = Counter(
     "pulmogate_instances_received_total", "C-STORE requests answered", ["status"]
 )
+INSTANCES_DISCARDED = Counter(
+    "pulmogate_instances_discarded_total",
+    "C-STORE answered Success but not kept: not a CT series to analyse (by SOP class)",
+    ["kind"],
+)
 SERIES_COMPLETED = Counter("pulmogate_series_completed_total", "Series announced as complete")
 JOBS_FINISHED = Counter("pulmogate_jobs_finished_total", "Jobs that reached a state", ["status"])
 ANALYSIS_SECONDS = Histogram(

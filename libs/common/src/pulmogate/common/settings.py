@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     accept_from: Literal["rules", "any"] = Field(
         "rules", description="rules: only calling AE/IP pairs named by enabled rules; any: all"
     )
+    non_ct_objects: Literal["discard", "reject"] = Field(
+        "discard",
+        description="discard: accept every storage class a PACS forwards, keep only CT; "
+        "reject: refuse non-CT presentation contexts",
+    )
     disk_max_used_percent: float = Field(
         90.0, description="Above this use of the storage volume C-STORE answers 0xA700"
     )

@@ -107,11 +107,13 @@ class QueryRetrieveSCP:
         db: Database,
         loop: asyncio.AbstractEventLoop,
         is_refused: Callable[[Association], bool] = lambda assoc: False,
+        guard_result_classes: bool = True,
     ) -> None:
         self.ae_title = ae_title
         self.db = db
         self.loop = loop
         self.is_refused = is_refused
+        self.guard_result_classes = guard_result_classes
 
     def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
         """The event handlers to bind on the AE's server."""
@@ -130,8 +132,11 @@ class QueryRetrieveSCP:
         """Offer result storage classes only to a requestor that proposed their SCP role.
 
         Without role selection a context is accepted in the default roles, which would let
-        a peer C-STORE a Secondary Capture into the receiver; it accepts only CT.
+        a peer C-STORE a Secondary Capture into the receiver; it accepts only CT. (Unless
+        non-CT objects are accepted and discarded: then every storage class is offered.)
         """
+        if not self.guard_result_classes:
+            return
         acceptor = event.assoc.acceptor
         proposed = event.assoc.requestor.role_selection
         result_classes = set(RESULT_STORAGE_CLASSES)

@@ -24,9 +24,18 @@ from pynetdicom.transport import ThreadedAssociationServer
 from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.syntaxes import ACCEPTED_STORAGE_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
 from pulmogate.common.disk import watermark_refusal
-from pulmogate.common.metrics import INSTANCES_RECEIVED
+from pulmogate.common.metrics import INSTANCES_DISCARDED, INSTANCES_RECEIVED
 from pulmogate.common.storage import Storage, atomic_write
 from pulmogate.common.uids import is_valid_uid
+from pulmogate.receiver.other_objects import (
+    ANY_TRANSFER_SYNTAX,
+    REJECT,
+    DiscardTally,
+    class_name,
+    is_ct_class,
+    is_localizer,
+    storage_classes,
+)
 from pulmogate.receiver.policy import brings_images, enabled_sources, refusal
 from pulmogate.receiver.qr import QueryRetrieveSCP, add_query_retrieve_contexts
 from pulmogate.receiver.records import (
@@ -147,8 +156,10 @@ class StoreSCP:
         accept_from: str = "any",
         disk_max_used_percent: float = 100.0,
         max_associations: int = 64,
+        non_ct_objects: str = "discard",
     ) -> None:
         self.ae_title = ae_title
+        self.non_ct_objects = non_ct_objects
         self.max_associations = max_associations
         self.accept_from = accept_from
         self.disk_max_used_percent = disk_max_used_percent
@@ -158,6 +169,7 @@ class StoreSCP:
         self.loop = loop
         self.server: ThreadedAssociationServer | None = None
         self._series_by_assoc: dict[int, dict[str, int]] = {}
+        self._discarded: dict[int, DiscardTally] = {}
         self._lock = threading.Lock()
         self.ae = self._make_ae()
 
@@ -169,6 +181,9 @@ class StoreSCP:
         for sop_class in ACCEPTED_STORAGE_CLASSES:
             ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)
         add_query_retrieve_contexts(ae)
+        for sop_class in storage_classes(self.non_ct_objects):
+            # Stored by a PACS forwarding a study (discarded), or sent back to a C-GET requestor.
+            ae.add_supported_context(sop_class, ANY_TRANSFER_SYNTAX, scu_role=True, scp_role=True)
         return ae
 
     @property
@@ -189,7 +204,11 @@ class StoreSCP:
             (evt.EVT_ABORTED, self.on_association_end),
             (evt.EVT_CONN_CLOSE, self.on_association_end),
             *QueryRetrieveSCP(
-                ae_title=self.ae_title, db=self.db, loop=self.loop, is_refused=self._not_named
+                ae_title=self.ae_title,
+                db=self.db,
+                loop=self.loop,
+                is_refused=self._not_named,
+                guard_result_classes=self.non_ct_objects == REJECT,
             ).handlers(),
         ]
         self.server = self.ae.start_server((host, port), block=False, evt_handlers=handlers)
@@ -274,6 +293,10 @@ class StoreSCP:
         with self._lock:
             series_ids = self._series_by_assoc.pop(id(event.assoc), {})
             self._refused_assocs.discard(id(event.assoc))
+            tally = self._discarded.pop(id(event.assoc), None)
+        if tally is not None:
+            peer = self._peer(event.assoc)
+            tally.log(calling_ae=peer.calling_ae, peer_ip=peer.peer_ip)
         if series_ids:
             try:
                 self._wait(release_association(self.db, sorted(series_ids.values())))
@@ -323,9 +346,21 @@ class StoreSCP:
             return failure(STATUS_OUT_OF_RESOURCES, full)
         return None
 
+    def _discard(self, event: DicomEvent, kind: str) -> int:
+        """Answer Success for an object that is not a CT image to analyse, keeping nothing."""
+        with self._lock:
+            self._discarded.setdefault(id(event.assoc), DiscardTally()).add(kind)
+        INSTANCES_DISCARDED.labels(kind=kind).inc()
+        return STATUS_SUCCESS
+
     def _store(self, event: DicomEvent) -> int:
+        sop_class_uid = str(event.context.abstract_syntax)
+        if not is_ct_class(sop_class_uid):
+            return self._discard(event, class_name(sop_class_uid))
         encoded = event.encoded_dataset(include_meta=True)
         ds = read_header(encoded)
+        if is_localizer(ds):
+            return self._discard(event, f"{class_name(sop_class_uid)} (localizer)")
         study_uid = _uid_text(ds, "StudyInstanceUID")
         series_uid = _uid_text(ds, "SeriesInstanceUID")
         sop_uid = _uid_text(ds, "SOPInstanceUID")

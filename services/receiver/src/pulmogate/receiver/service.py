@@ -41,6 +41,7 @@ class ReceiverService:
             accept_from=settings.accept_from,
             disk_max_used_percent=settings.disk_max_used_percent,
             max_associations=settings.max_associations,
+            non_ct_objects=settings.non_ct_objects,
         )
         await asyncio.to_thread(self.scp.start, settings.dicom_host, settings.dicom_port)
         self._completion = ctx.spawn(

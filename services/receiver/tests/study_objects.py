@@ -1,0 +1,86 @@
+"""The other objects a PACS forwards within a CT study, as small datasets with file meta.
+
+A scout (CT Image Storage, ImageType LOCALIZER), a Secondary Capture dose screen, an
+X-Ray Radiation Dose SR, a Key Object Selection note, a Comprehensive 3D SR and a
+Segmentation: each carries the study's patient and UIDs, enough for a PACS to hold it.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    Comprehensive3DSRStorage,
+    ExplicitVRLittleEndian,
+    KeyObjectSelectionDocumentStorage,
+    SecondaryCaptureImageStorage,
+    SegmentationStorage,
+    XRayRadiationDoseSRStorage,
+    generate_uid,
+)
+
+from services.receiver.tests.helpers import ct_slice
+
+# (name, SOP class, Modality) of each non-CT object of the study.
+OTHER_OBJECTS = (
+    ("dose-screen", SecondaryCaptureImageStorage, "OT"),
+    ("dose-report", XRayRadiationDoseSRStorage, "SR"),
+    ("key-objects", KeyObjectSelectionDocumentStorage, "KO"),
+    ("report", Comprehensive3DSRStorage, "SR"),
+    ("segmentation", SegmentationStorage, "SEG"),
+)
+
+
+def _object(study_uid: str, sop_class: str, modality: str, number: int) -> Dataset:
+    """A minimal object of ``sop_class`` in the study (a new series of its own)."""
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientName = "TEST^RECEIVER"
+    ds.PatientID = "PG-TEST-1"
+    ds.StudyDate = "20260101"
+    ds.Modality = modality
+    ds.SeriesNumber = number
+    ds.InstanceNumber = 1
+    if sop_class in (SecondaryCaptureImageStorage, SegmentationStorage):
+        ds.Rows = ds.Columns = 16
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit = 7
+        ds.PixelRepresentation = 0
+        ds.PixelData = np.zeros((16, 16), np.uint8).tobytes()
+    return ds
+
+
+def write_study(folder: Path, *, ct_slices: int = 6) -> tuple[str, str, list[Path]]:
+    """A study: a CT series, a scout and one object of each other kind, written to
+    ``folder``. Returns (study UID, CT series UID, every path)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    paths: list[Path] = []
+    for k in range(ct_slices):
+        path = folder / f"ct{k:03d}.dcm"
+        ct_slice(study_uid, series_uid, k).save_as(path, enforce_file_format=True)
+        paths.append(path)
+    scout = ct_slice(study_uid, generate_uid(), 0)
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.SeriesNumber = 1
+    scout.save_as(folder / "scout.dcm", enforce_file_format=True)
+    paths.append(folder / "scout.dcm")
+    for number, (name, sop_class, modality) in enumerate(OTHER_OBJECTS, start=100):
+        path = folder / f"{name}.dcm"
+        _object(study_uid, sop_class, modality, number).save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return study_uid, series_uid, paths
