@@ -61,6 +61,8 @@ KEEP_KEYWORDS = (
     "AccessionNumber",
     "ReferringPhysicianName",
     "StudyDescription",
+    "IssuerOfPatientID",
+    "PatientAge",
 )
 
 

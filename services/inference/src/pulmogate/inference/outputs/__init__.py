@@ -52,7 +52,10 @@ def iter_outputs(
         build_summary(volume, analysis, language=language, institution=institution, now=now),
     )
     seg = build_seg(volume, analysis, institution=institution)
-    yield OutputObject("sr", build_sr(volume, analysis, seg, institution=institution, now=now))
+    yield OutputObject(
+        "sr",
+        build_sr(volume, analysis, seg, language=language, institution=institution, now=now),
+    )
     if seg is not None:
         yield OutputObject("seg", seg.dataset)
 

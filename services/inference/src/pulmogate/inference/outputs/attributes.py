@@ -20,8 +20,14 @@ if TYPE_CHECKING:
     from pulmogate.inference.volume import Volume
 
 MANUFACTURER = "PulmoGate"
-LOCAL_SCHEME = "99PULMOGATE"  # local codes where no standard concept was verified
+LOCAL_SCHEME = "99PULMOGATE"  # local codes where no standard concept was found
 SECONDARY_CAPTURE_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.7")
+# The one character-set rule of every output: values are written in UTF-8, whatever the
+# input's Specific Character Set was (pydicom decoded them from it).
+CHARACTER_SET = "ISO_IR 192"
+# What every result depicts: the lungs, in the chest. CHEST is not a paired part, so no
+# result carries Laterality (type 2C: required, and then with a value, for paired parts).
+BODY_PART = "CHEST"
 # The patient and study attributes every output copies from the input: (keyword, VR, type,
 # enumerated values). Type 2 ones are written empty when the input lacks them or holds a
 # value that breaks its VR; type 3 ones are left out then.
@@ -36,6 +42,8 @@ COPIED_ATTRIBUTES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
     ("AccessionNumber", "SH", 2, ()),
     ("ReferringPhysicianName", "PN", 2, ()),
     ("StudyDescription", "LO", 3, ()),
+    ("IssuerOfPatientID", "LO", 3, ()),
+    ("PatientAge", "AS", 3, ()),
 )
 PATIENT_STUDY_KEYWORDS = (
     "StudyInstanceUID",
@@ -165,18 +173,9 @@ def clean_source(source: pydicom.Dataset) -> pydicom.Dataset:
     and the checked patient and study values (highdicom copies every patient and study
     attribute of the first source image it is given, and converts them as it does)."""
     clean = attr.copy_elements(source, SOURCE_KEYWORDS)
-    clean.SpecificCharacterSet = "ISO_IR 192"
+    clean.SpecificCharacterSet = CHARACTER_SET
     copy_patient_study(source, clean)
     return clean
-
-
-def _body_part(source: pydicom.Dataset) -> str | None:
-    """BodyPartExamined of the input when it is a valid CS (type 3: left out otherwise)."""
-    try:
-        value = attr.text(source, "BodyPartExamined")
-    except attr.BadValue:
-        return None
-    return value if value and problem("CS", value) is None else None
 
 
 def patient_orientation(orientation: tuple[float, ...]) -> list[str]:
@@ -211,7 +210,7 @@ def secondary_capture(
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = pydicom.Dataset()
     ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SpecificCharacterSet = CHARACTER_SET
     ds.SOPClassUID = SECONDARY_CAPTURE_IMAGE_STORAGE
     ds.SOPInstanceUID = sop_uid
     copy_patient_study(source, ds)
@@ -219,11 +218,7 @@ def secondary_capture(
     ds.SeriesNumber = series_number
     ds.SeriesDescription = description
     ds.Modality = "OT"
-    body_part = _body_part(source)
-    if body_part:  # CHEST: not a paired part, so no Laterality (type 2C)
-        ds.BodyPartExamined = body_part
-    else:  # the part is unknown, so Laterality is present and empty (unknown)
-        ds.Laterality = ""
+    ds.BodyPartExamined = BODY_PART
     ds.ConversionType = "WSD"
     ds.Manufacturer = MANUFACTURER
     ds.SoftwareVersions = software_versions(analysis)

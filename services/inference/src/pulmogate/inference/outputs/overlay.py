@@ -18,6 +18,7 @@ from pulmogate.inference.outputs.attributes import (
     set_rgb_pixels,
 )
 from pulmogate.inference.outputs.labels import text
+from pulmogate.inference.outputs.numbering import slice_numbers
 
 if TYPE_CHECKING:
     from pulmogate.inference.analysis import Analysis
@@ -133,6 +134,7 @@ def iter_overlay(
     areas = slice_areas_cm2(volume, analysis)
     annotator = OverlayAnnotator(volume.hu.shape[2], language)
     description = series_description("lesions", analysis)
+    numbers = slice_numbers(volume)
     for index, (z, rgb) in enumerate(zip(slices, _pictures(volume, analysis, slices), strict=True)):
         source = volume.headers[z]
         ds = secondary_capture(
@@ -153,7 +155,8 @@ def iter_overlay(
         reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
         ds.SourceImageSequence = [reference]
         ds.DerivationDescription = "Lung window W1500/L-600 with lesion marks"
-        label = f"{text('slice', language)} {int(z) + 1}/{volume.hu.shape[0]}"
+        ds.InstanceNumber = numbers.number(int(z))  # its source's: both series scroll together
+        label = f"{text('slice', language)} {numbers.label(int(z))}"
         annotator.annotate(rgb, label, float(areas[z, 0]), float(areas[z, 1]))
         set_rgb_pixels(ds, rgb)
         yield ds

@@ -9,11 +9,10 @@ import highdicom as hd
 import numpy as np
 from pydicom.sr.codedict import codes
 
+from pulmogate.inference.outputs import codes as code
 from pulmogate.inference.outputs.attributes import (
-    LOCAL_SCHEME,
     MANUFACTURER,
     clean_source,
-    declare_local_codes,
     output_uid,
     series_description,
     set_software_versions,
@@ -27,11 +26,6 @@ if TYPE_CHECKING:
 
 SEG_SERIES_NUMBER = 9004
 OVERLAP_SLAB = 16  # slices per step of the segment-overlap check
-RIGHT_LUNG = hd.sr.CodedConcept("3341006", "SCT", "Right lung")
-LEFT_LUNG = hd.sr.CodedConcept("44029006", "SCT", "Left lung")
-GROUND_GLASS_OPACITY = hd.sr.CodedConcept("112120", "DCM", "Ground glass opacity")
-# No standard code was verified for pulmonary consolidation: a local (99) coding scheme.
-CONSOLIDATION = hd.sr.CodedConcept("PG-CONSOLIDATION", LOCAL_SCHEME, "Consolidation")
 
 
 @dataclass(frozen=True)
@@ -47,21 +41,21 @@ class SegmentSpec:
 
 
 SEGMENTS = (
-    SegmentSpec("right", "Right lung", codes.SCT.AnatomicalStructure, RIGHT_LUNG, "lungs", 1),
-    SegmentSpec("left", "Left lung", codes.SCT.AnatomicalStructure, LEFT_LUNG, "lungs", 2),
+    SegmentSpec("right", "Right lung", code.ANATOMICAL_STRUCTURE, code.RIGHT_LUNG, "lungs", 1),
+    SegmentSpec("left", "Left lung", code.ANATOMICAL_STRUCTURE, code.LEFT_LUNG, "lungs", 2),
     SegmentSpec(
         "ggo",
         "Ground-glass opacity",
-        codes.SCT.MorphologicallyAbnormalStructure,
-        GROUND_GLASS_OPACITY,
+        code.ABNORMAL_STRUCTURE,
+        code.GROUND_GLASS_OPACITY,
         "lesions",
         1,
     ),
     SegmentSpec(
         "consolidation",
         "Consolidation",
-        codes.SCT.MorphologicallyAbnormalStructure,
-        CONSOLIDATION,
+        code.ABNORMAL_STRUCTURE,
+        code.CONSOLIDATION,
         "lesions",
         2,
     ),
@@ -172,7 +166,6 @@ def build_seg(
     )
     seg.SeriesDescription = series_description("segmentation", analysis)
     set_software_versions(seg, analysis)
-    declare_local_codes(seg)
     if institution:
         seg.InstitutionName = institution[:64]
     return SegResult(dataset=seg, segment_numbers=numbers)

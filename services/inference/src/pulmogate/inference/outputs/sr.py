@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import highdicom as hd
 import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.valuerep import DA, TM
 
+from pulmogate.inference.outputs import codes as code
 from pulmogate.inference.outputs.attributes import (
-    LOCAL_SCHEME,
     MANUFACTURER,
     clean_source,
     declare_local_codes,
@@ -19,33 +19,32 @@ from pulmogate.inference.outputs.attributes import (
     series_description,
     set_software_versions,
 )
-from pulmogate.inference.outputs.seg import LEFT_LUNG, RIGHT_LUNG, SegResult
+from pulmogate.inference.outputs.seg import SegResult
 
 if TYPE_CHECKING:
     from pulmogate.inference.analysis import Analysis, Figures
     from pulmogate.inference.volume import Volume
 
 SR_SERIES_NUMBER = 9003
-SCHEME = LOCAL_SCHEME
-MILLILITRE = hd.sr.CodedConcept("ml", "UCUM", "milliliter")
-PERCENT = hd.sr.CodedConcept("%", "UCUM", "percent")
-GGO_VOLUME = hd.sr.CodedConcept("PG-GGO-VOLUME", SCHEME, "Ground glass opacity volume")
-CONSOLIDATION_VOLUME = hd.sr.CodedConcept("PG-CONSOLIDATION-VOLUME", SCHEME, "Consolidation volume")
-INVOLVEMENT = hd.sr.CodedConcept("PG-INVOLVEMENT", SCHEME, "Lesion percent of lung volume")
-CT_GRADE = hd.sr.CodedConcept("PG-CT-GRADE", SCHEME, "CT severity grade")
-LUNG = hd.sr.CodedConcept("39607008", "SCT", "Lung")
+Group = (
+    hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.MeasurementsAndQualitativeEvaluations
+)
+# The regions measured: (key, label, code) of each lung and of both.
+REGIONS = (
+    ("right", "Right lung", code.RIGHT_LUNG),
+    ("left", "Left lung", code.LEFT_LUNG),
+    ("total", "Both lungs", code.LUNG),
+)
+# The lesions measured in each region: (key, label, code, figure).
+LESIONS = (
+    ("ggo", "Ground-glass opacity", code.GROUND_GLASS_OPACITY, "ggo_ml"),
+    ("consolidation", "Consolidation", code.CONSOLIDATION, "consolidation_ml"),
+)
 
 
-def _measurements(figures: Figures) -> list[hd.sr.Measurement]:
-    """Lung, ground-glass and consolidation volume (ml) and percent involvement (%)."""
-    return [
-        hd.sr.Measurement(name=codes.SCT.Volume, value=round(figures.lung_ml, 2), unit=MILLILITRE),
-        hd.sr.Measurement(name=GGO_VOLUME, value=round(figures.ggo_ml, 2), unit=MILLILITRE),
-        hd.sr.Measurement(
-            name=CONSOLIDATION_VOLUME, value=round(figures.consolidation_ml, 2), unit=MILLILITRE
-        ),
-        hd.sr.Measurement(name=INVOLVEMENT, value=round(figures.percent, 2), unit=PERCENT),
-    ]
+def _volume(ml: float) -> hd.sr.Measurement:
+    return hd.sr.Measurement(name=code.VOLUME, value=round(ml, 2), unit=code.MILLILITRE)
 
 
 def _tracking(volume: Volume, analysis: Analysis, key: str, label: str) -> hd.sr.TrackingIdentifier:
@@ -55,62 +54,93 @@ def _tracking(volume: Volume, analysis: Analysis, key: str, label: str) -> hd.sr
     )
 
 
-def _groups(
-    volume: Volume, analysis: Analysis, seg: SegResult | None
-) -> list[
-    hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
-    | hd.sr.MeasurementsAndQualitativeEvaluations
-]:
-    """One group per lung (referencing its SEG segment when there is one) and one in total."""
-    groups: list[
-        hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
-        | hd.sr.MeasurementsAndQualitativeEvaluations
-    ] = []
-    for key, label, site, figures in (
-        ("right", "Right lung", RIGHT_LUNG, analysis.right),
-        ("left", "Left lung", LEFT_LUNG, analysis.left),
-    ):
-        tracking = _tracking(volume, analysis, key, label)
-        sites = [hd.sr.FindingSite(anatomic_location=site)]
-        if seg is not None and key in seg.segment_numbers:
-            segment = hd.sr.ReferencedSegment(
-                sop_class_uid=seg.dataset.SOPClassUID,
-                sop_instance_uid=seg.dataset.SOPInstanceUID,
-                segment_number=seg.segment_numbers[key],
-                source_series=hd.sr.SourceSeriesForSegmentation(volume.series_uid),
-            )
-            groups.append(
-                hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                    tracking_identifier=tracking,
-                    referenced_segment=segment,
-                    finding_type=site,
-                    finding_sites=sites,
-                    measurements=_measurements(figures),
-                )
-            )
-        else:
-            groups.append(
-                hd.sr.MeasurementsAndQualitativeEvaluations(
-                    tracking_identifier=tracking,
-                    finding_type=site,
-                    finding_sites=sites,
-                    measurements=_measurements(figures),
-                )
-            )
-    grade = hd.sr.QualitativeEvaluation(
-        name=CT_GRADE,
-        value=hd.sr.CodedConcept(f"CT-{analysis.grade}", SCHEME, f"CT-{analysis.grade}"),
+def _segment(volume: Volume, seg: SegResult | None, key: str) -> hd.sr.ReferencedSegment | None:
+    """The SEG segment of ``key``, when the SEG holds one."""
+    if seg is None or key not in seg.segment_numbers:
+        return None
+    return hd.sr.ReferencedSegment(
+        sop_class_uid=seg.dataset.SOPClassUID,
+        sop_instance_uid=seg.dataset.SOPInstanceUID,
+        segment_number=seg.segment_numbers[key],
+        source_series=hd.sr.SourceSeriesForSegmentation(volume.series_uid),
     )
-    groups.append(
-        hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=_tracking(volume, analysis, "total", "Both lungs"),
-            finding_type=LUNG,
-            finding_sites=[hd.sr.FindingSite(anatomic_location=LUNG)],
-            measurements=_measurements(analysis.total),
-            qualitative_evaluations=[grade],
+
+
+def _group(
+    tracking: hd.sr.TrackingIdentifier,
+    finding: hd.sr.CodedConcept,
+    site: hd.sr.CodedConcept,
+    segment: hd.sr.ReferencedSegment | None,
+    measurements: list[hd.sr.Measurement],
+    evaluations: list[hd.sr.QualitativeEvaluation] | None = None,
+) -> Group:
+    """A TID 1411 group over a SEG segment, or a TID 1501 group where there is none."""
+    common: dict[str, Any] = {
+        "tracking_identifier": tracking,
+        "finding_type": finding,
+        "finding_sites": [hd.sr.FindingSite(anatomic_location=site)],
+        "measurements": measurements,
+        "qualitative_evaluations": evaluations,
+    }
+    if segment is not None:
+        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            referenced_segment=segment, **common
         )
-    )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+
+
+def _groups(volume: Volume, analysis: Analysis, seg: SegResult | None) -> list[Group]:
+    """Per region (right lung, left lung, both): the lung's volume and the percent of it
+    that lesions take (with the CT grade for both lungs), then each lesion's volume in it.
+    A group references its SEG segment where one segment is exactly what it measures."""
+    groups: list[Group] = []
+    for key, label, site in REGIONS:
+        figures: Figures = getattr(analysis, key)
+        involvement = hd.sr.Measurement(
+            name=code.INVOLVEMENT, value=round(figures.percent, 2), unit=code.PERCENT
+        )
+        grade = (
+            [hd.sr.QualitativeEvaluation(name=code.SEVERITY, value=code.ct_grade(analysis.grade))]
+            if key == "total"
+            else None
+        )
+        groups.append(
+            _group(
+                _tracking(volume, analysis, key, label),
+                site,
+                site,
+                _segment(volume, seg, key),
+                [_volume(figures.lung_ml), involvement],
+                grade,
+            )
+        )
+        for lesion, lesion_label, finding, figure in LESIONS:
+            name = f"{lesion_label}, {label.lower()}"
+            groups.append(
+                _group(
+                    _tracking(volume, analysis, f"{lesion}-{key}", name),
+                    finding,
+                    site,
+                    _segment(volume, seg, lesion) if key == "total" else None,
+                    [_volume(getattr(figures, figure))],
+                )
+            )
     return groups
+
+
+def add_impression(report: hd.sr.MeasurementReport, impression: str) -> None:
+    """The report's text impression (TID 1500 Qualitative Evaluations: one TEXT item)."""
+    text = hd.sr.TextContentItem(
+        name=code.IMPRESSION,
+        value=impression[:1024],
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    evaluations = hd.sr.ContainerContentItem(
+        name=code.QUALITATIVE_EVALUATIONS,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    evaluations.ContentSequence = hd.sr.ContentSequence([text])
+    report[0].ContentSequence.append(evaluations)
 
 
 def build_sr(
@@ -118,10 +148,12 @@ def build_sr(
     analysis: Analysis,
     seg: SegResult | None,
     *,
+    language: str = "en",
     institution: str | None = None,
     now: datetime | None = None,
 ) -> pydicom.Dataset:
-    """A Comprehensive 3D SR measurement report referencing the source images and the SEG.
+    """A Comprehensive 3D SR measurement report referencing the source images and the SEG,
+    with the prediction sentence (in ``language``) as its text impression.
 
     The source slices are referenced as evidence (CurrentRequestedProcedureEvidenceSequence) and
     through the SEG segments; no TID 1600 image library, which costs seconds for 300 slices.
@@ -139,7 +171,11 @@ def build_sr(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=codes.LN.CTChestReport,
         imaging_measurements=_groups(volume, analysis, seg),
+        language_of_content_item_and_descendants=hd.sr.LanguageOfContentItemAndDescendants(
+            language=code.LANGUAGES[language]
+        ),
     )
+    add_impression(report, analysis.prediction(language))
     # highdicom takes the patient and study from the first evidence: give it checked values
     evidence = [
         clean_source(volume.headers[0]),

@@ -16,6 +16,7 @@ from pulmogate.inference.outputs.attributes import (
     set_rgb_pixels,
 )
 from pulmogate.inference.outputs.labels import text
+from pulmogate.inference.outputs.numbering import SliceNumbers, slice_numbers
 from pulmogate.inference.outputs.overlay import lung_slices, render_overlay_slice
 
 if TYPE_CHECKING:
@@ -83,8 +84,11 @@ def _figures_table(draw: ImageDraw.ImageDraw, analysis: Analysis, language: str,
     return y
 
 
-def _montage(volume: Volume, analysis: Analysis, slices: list[int]) -> Image.Image:
-    """Key slices with lesion marks, three per row, each scaled to a square tile."""
+def _montage(
+    volume: Volume, analysis: Analysis, slices: list[int], numbers: SliceNumbers
+) -> Image.Image:
+    """Key slices with lesion marks, three per row, each scaled to a square tile and
+    labelled with its source InstanceNumber."""
     rows = max(1, (len(slices) + 2) // 3)
     sheet = Image.new("RGB", (TILE * 3, TILE * rows), (0, 0, 0))
     label_face = render.font(18)
@@ -92,7 +96,7 @@ def _montage(volume: Volume, analysis: Analysis, slices: list[int]) -> Image.Ima
         tile = Image.fromarray(render_overlay_slice(volume, analysis, z)).resize(
             (TILE, TILE), Image.Resampling.BILINEAR
         )
-        ImageDraw.Draw(tile).text((6, 4), f"#{z + 1}", fill=WHITE, font=label_face)
+        ImageDraw.Draw(tile).text((6, 4), f"#{numbers.number(z)}", fill=WHITE, font=label_face)
         sheet.paste(tile, ((i % 3) * TILE, (i // 3) * TILE))
     return sheet
 
@@ -112,11 +116,12 @@ def render_summary(volume: Volume, analysis: Analysis, language: str = "en") -> 
         draw.text((40, y), line, fill=WHITE, font=face)
         y += 34
     y += 8
-    slices = key_slices(analysis)
+    numbers = slice_numbers(volume)
+    slices = numbers.in_source_order(key_slices(analysis))
     draw.text((40, y), text("key_slices", language), fill=GREY, font=render.font(20))
     y += 30
     if slices:
-        page.paste(_montage(volume, analysis, slices), ((width - 3 * TILE) // 2, y))
+        page.paste(_montage(volume, analysis, slices, numbers), ((width - 3 * TILE) // 2, y))
     ggo, consolidation = text("ggo", language), text("consolidation", language)
     bottom = PAGE_SIZE[1] - 100
     small = render.font(20)

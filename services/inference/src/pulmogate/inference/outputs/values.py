@@ -7,6 +7,7 @@ from datetime import datetime
 
 TIME = re.compile(r"(?:[01]\d|2[0-3])(?:[0-5]\d(?:(?:[0-5]\d|60)(?:\.\d{1,6})?)?)?")
 CODE_STRING = re.compile(r"[A-Z0-9 _]*")
+AGE = re.compile(r"\d{3}[DWMY]")
 MAX_CHARACTERS = {"LO": 64, "SH": 16, "CS": 16}
 PN_GROUP_CHARACTERS = 64
 
@@ -53,6 +54,8 @@ def problem(vr: str, value: str, allowed: tuple[str, ...] = ()) -> str | None:
         return None if TIME.fullmatch(value) else "is not a valid time (TM)"
     if vr == "PN":
         return _name_problem(value)
+    if vr == "AS":
+        return None if AGE.fullmatch(value) else "is not a valid age (AS: nnnD, nnnW, nnnM or nnnY)"
     limit = MAX_CHARACTERS.get(vr)
     if limit is not None and len(value) > limit:
         return f"is longer than {limit} characters ({vr})"
