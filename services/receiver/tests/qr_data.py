@@ -38,6 +38,7 @@ class HeldStudy:
     sr_series_uid: str = ""
     sr_sops: list[str] = field(default_factory=list)
     job_id: int | None = None
+    charset: str = ""  # SpecificCharacterSet of the CT slices ("": none, ASCII)
 
     @property
     def all_sops(self) -> set[str]:
@@ -51,6 +52,8 @@ def unique_id(prefix: str) -> str:
 
 def _study_slice(study: HeldStudy, index: int) -> Dataset:
     ds = ct_slice(study.study_uid, study.ct_series_uid, index, size=16)
+    if study.charset:
+        ds.SpecificCharacterSet = study.charset
     ds.PatientName = study.patient_name
     ds.PatientID = study.patient_id
     ds.PatientBirthDate = "19700101"

@@ -153,6 +153,52 @@ async def test_matching_wildcards_date_ranges_uid_lists_and_modalities(
     assert int(patients[0].NumberOfPatientRelatedInstances) == 4
 
 
+def _in_charset(value: str, charset: str) -> str:
+    """``value`` as findscu must get it on its command line to send it in ``charset``."""
+    codec = {"ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}[charset]
+    return value.encode(codec).decode("utf-8", "surrogateescape")
+
+
+@pytest.mark.parametrize("sqlite", [False, True], ids=["postgres", "sqlite"])
+@pytest.mark.parametrize("stored", ["ISO_IR 100", "ISO_IR 192"])
+@pytest.mark.parametrize("asked", ["ISO_IR 100", "ISO_IR 192"])
+async def test_non_ascii_names_match_in_any_character_set(
+    receiver_on: ReceiverFactory, tmp_path: Path, sqlite: bool, stored: str, asked: str
+) -> None:
+    """MÜLLER^JÖRG held from a Latin-1 or UTF-8 series is found by findscu asking in either,
+    by wildcard or the exact name, whatever the case and accents (docs/conformance.md)."""
+    patient_id = unique_id("QRC")
+    async with receiver_on(accept_from="any", sqlite=sqlite) as rx:
+        study = await hold_study(
+            rx, tmp_path, HeldStudy("MÜLLER^JÖRG", patient_id, "20260301", charset=stored)
+        )
+        other = await hold_study(
+            rx, tmp_path, HeldStudy("MUELLER^ANNA", f"{patient_id}-2", "20260301")
+        )
+
+        async def names(pattern: str) -> list[str]:
+            out = tmp_path / f"f{len(list(tmp_path.glob('f*')))}"
+            found = await findscu(
+                rx.port,
+                out,
+                "QueryRetrieveLevel=STUDY",
+                f"SpecificCharacterSet={asked}",
+                f"PatientID={patient_id}*",
+                f"PatientName={_in_charset(pattern, asked)}",
+            )
+            assert all(d.SpecificCharacterSet == "ISO_IR 192" for d in found)
+            return sorted(str(d.PatientName) for d in found)
+
+        assert await names("MÜLLER*") == ["MÜLLER^JÖRG"]
+        assert await names("MÜLLER^JÖRG") == ["MÜLLER^JÖRG"]
+        assert await names("müller^jörg") == ["MÜLLER^JÖRG"]
+        assert await names("MULLER*") == ["MÜLLER^JÖRG"]  # accent-insensitive
+        assert await names("M?LLER^J?RG") == ["MÜLLER^JÖRG"]
+        assert await names("MÜLLERS*") == []
+        assert await names("M*") == ["MUELLER^ANNA", "MÜLLER^JÖRG"]
+    assert study.study_uid != other.study_uid
+
+
 async def test_series_and_image_levels_list_received_and_result_objects(
     receiver_on: ReceiverFactory, tmp_path: Path
 ) -> None:

@@ -93,3 +93,39 @@ async def test_orthanc_finds_and_moves_results_from_pulmogate(
     assert [s["SeriesInstanceUID"] for s in seen["series"]] == [study.overlay_series_uid]
     assert seen["series"][0]["SeriesDescription"] == "PulmoGate lesions (qct 1.0)"
     assert sorted(seen["held"]) == sorted(study.overlay_sops)
+
+
+def _names(orthanc: Orthanc, patient_id: str, patterns: list[str]) -> dict[str, list[str]]:
+    """Orthanc's C-FIND (its default encoding: Latin-1, ISO_IR 100) for each name pattern."""
+    found: dict[str, list[str]] = {}
+    with orthanc.client() as client:
+        for pattern in patterns:
+            _, answers = _query(
+                client, "Study", {"PatientID": f"{patient_id}*", "PatientName": pattern}
+            )
+            found[pattern] = sorted(a["PatientName"] for a in answers)
+    return found
+
+
+async def test_orthanc_finds_a_non_ascii_name_in_latin_1(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    """The embedded gateway (SQLite, whose own lower() folds ASCII only) answers Orthanc."""
+    patient_id = unique_id("QRL")
+    async with receiver_on(accept_from="any", sqlite=True) as rx:
+        await hold_study(
+            rx, tmp_path, HeldStudy("MÜLLER^JÖRG", patient_id, "20260301", charset="ISO_IR 100")
+        )
+        modalities = {"pulmogate": [AE_TITLE, "127.0.0.1", rx.port]}
+        (tmp_path / "orthanc").mkdir()
+        with run_orthanc(tmp_path / "orthanc", modalities) as orthanc:
+            found = await asyncio.to_thread(
+                _names, orthanc, patient_id, ["MÜLLER*", "MÜLLER^JÖRG", "Müller*", "M*", "X*"]
+            )
+    assert found == {
+        "MÜLLER*": ["MÜLLER^JÖRG"],
+        "MÜLLER^JÖRG": ["MÜLLER^JÖRG"],
+        "Müller*": ["MÜLLER^JÖRG"],
+        "M*": ["MÜLLER^JÖRG"],
+        "X*": [],
+    }

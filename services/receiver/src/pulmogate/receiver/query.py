@@ -29,6 +29,7 @@ from sqlalchemy.sql import Subquery
 
 from pulmogate.common.db.models import Instance, Job, OutputObject, Series
 from pulmogate.common.db.session import Database
+from pulmogate.common.text_search import fold
 
 
 class Level(StrEnum):
@@ -88,6 +89,9 @@ KEYS: dict[str, Key] = {
     "InstanceNumber": Key(Level.IMAGE, "int"),
 }
 
+# Keys matched on another column of the views than the one returned: person names on
+# their folded form (case and accents), whatever character set the query came in.
+MATCH_COLUMNS = {"PatientName": "patient_name_search"}
 PATIENT_KEYS = [k for k, v in KEYS.items() if v.level == Level.PATIENT]
 STUDY_KEYS = [k for k, v in KEYS.items() if v.level == Level.STUDY]
 SERIES_KEYS = [k for k, v in KEYS.items() if v.level == Level.SERIES]
@@ -114,6 +118,7 @@ COMPUTED_KEYS = frozenset(
 def _patient_study_columns(series: type[Series]) -> list[Any]:
     return [
         series.patient_name.label("PatientName"),
+        series.patient_name_search.label("patient_name_search"),
         series.patient_id.label("PatientID"),
         series.patient_birth_date.label("PatientBirthDate"),
         series.patient_sex.label("PatientSex"),
@@ -249,14 +254,13 @@ def _like_pattern(value: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _text_match(column: Any, value: str, *, fold_case: bool) -> ColumnElement[bool]:
-    target = func.lower(column) if fold_case else column
-    text = value.lower() if fold_case else value
+def _text_match(column: Any, value: str) -> ColumnElement[bool]:
+    """Exact, or wildcard (``*``, ``?``) matching of a text value."""
     if "*" in value or "?" in value:
-        if text.strip("*") == "":
+        if value.strip("*") == "":
             return literal(True)
-        return target.like(_like_pattern(text), escape=LIKE_ESCAPE)
-    return target == text
+        return column.like(_like_pattern(value), escape=LIKE_ESCAPE)
+    return column == value
 
 
 TIME_CEILING = "235959.999999"
@@ -290,8 +294,10 @@ def _key_match(column: Any, key: Key, values: list[str]) -> ColumnElement[bool]:
                 alternatives.append(literal(False))
         elif key.match in ("date", "time"):
             alternatives.append(_range_match(column, value, time=key.match == "time"))
+        elif key.match == "pn":  # against the folded column: case- and accent-insensitive
+            alternatives.append(_text_match(column, fold(value)))
         else:
-            alternatives.append(_text_match(column, value, fold_case=key.match == "pn"))
+            alternatives.append(_text_match(column, value))
     return alternatives[0] if len(alternatives) == 1 else or_(*alternatives)
 
 
@@ -313,7 +319,7 @@ class Query:
         """SQL conditions for the keys of this level and the levels above (or ``up_to``)."""
         limit = LEVEL_ORDER.index(up_to or self.level)
         clauses = [
-            _key_match(view.c[keyword], KEYS[keyword], values)
+            _key_match(view.c[MATCH_COLUMNS.get(keyword, keyword)], KEYS[keyword], values)
             for keyword, values in self.conditions.items()
             if LEVEL_ORDER.index(KEYS[keyword].level) <= limit
         ]

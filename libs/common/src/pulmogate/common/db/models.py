@@ -16,9 +16,12 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from pulmogate.common.text_search import fold
 
 
 def utcnow() -> datetime:
@@ -90,6 +93,8 @@ class Series(Base):
     series_uid: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     study_uid: Mapped[str] = mapped_column(String(64), index=True)
     patient_name: Mapped[str] = mapped_column(String(200), default="")
+    # PatientName folded (case and accents) for C-FIND and the API search; set on write.
+    patient_name_search: Mapped[str] = mapped_column(String(200), default="")
     patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
     study_date: Mapped[str] = mapped_column(String(8), default="", index=True)
     accession_number: Mapped[str] = mapped_column(String(64), default="", index=True)
@@ -112,6 +117,13 @@ class Series(Base):
     last_released_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     instances: Mapped[list["Instance"]] = relationship(back_populates="series")
+
+
+@event.listens_for(Series, "before_insert")
+@event.listens_for(Series, "before_update")
+def _fold_patient_name(_mapper: object, _connection: object, series: Series) -> None:
+    """Keep ``patient_name_search`` the folded ``patient_name`` whoever writes the row."""
+    series.patient_name_search = fold(series.patient_name or "")[:200]
 
 
 class Instance(Base):
@@ -172,6 +184,8 @@ class RoutingRule(Base):
     study_description_filter: Mapped[str] = mapped_column(String(500), default=".*")
     series_description_filter: Mapped[str] = mapped_column(String(500), default=".*")
     ttl_days: Mapped[int] = mapped_column(Integer, default=30)
+    # Send a clearly labelled "analysis not performed" result when a job of this rule fails.
+    failure_notices: Mapped[bool] = mapped_column(Boolean, default=True)
     destinations: Mapped[list[Destination]] = relationship(
         secondary="rule_destinations", lazy="selectin"
     )
