@@ -4,6 +4,8 @@ from datetime import timedelta
 
 import httpx
 
+from pulmogate.common.db.accounts import Role
+from services.api.tests.conftest import ClientAs
 from services.api.tests.rows import PATIENT_ID, PATIENT_NAME, T0, MakeJob
 
 
@@ -149,17 +151,23 @@ async def test_unfinished_jobs_have_no_times_yet(
     assert job["outputs"] == [] and job["deliveries"] == [] and job["delivery_counts"] == {}
 
 
-async def test_patient_name_and_id_are_not_exposed(
-    client: httpx.AsyncClient, make_job: MakeJob
+async def test_every_role_sees_the_patient_and_study_of_a_job_and_anonymous_nothing(
+    client_as: ClientAs, anonymous: httpx.AsyncClient, make_job: MakeJob
 ) -> None:
+    """Operators find a patient's job and radiologists see whose it is (they may download
+    its results, which carry the same values); no one signed out sees anything."""
     job_id = await make_job()
-
-    listing = await client.get("/api/v1/jobs")
-    detail = await client.get(f"/api/v1/jobs/{job_id}")
-
-    for response in (listing, detail):
-        assert PATIENT_NAME not in response.text and PATIENT_ID not in response.text
-        assert "patient" not in response.text.lower()
+    for role in (Role.VIEWER, Role.OPERATOR, Role.ADMIN):
+        client = await client_as(role)
+        [row] = (await client.get("/api/v1/jobs")).json()["items"]
+        detail = (await client.get(f"/api/v1/jobs/{job_id}")).json()
+        for shown in (row, detail):
+            assert shown["patient_name"] == PATIENT_NAME and shown["patient_id"] == PATIENT_ID
+            assert shown["received_at"] == "2026-03-01T07:59:50Z"
+    for path in ("/api/v1/jobs", f"/api/v1/jobs/{job_id}", "/api/v1/arrivals"):
+        refused = await anonymous.get(path)
+        assert refused.status_code == 401
+        assert PATIENT_NAME not in refused.text and PATIENT_ID not in refused.text
 
 
 async def test_job_log_lines_come_back_in_order(

@@ -104,6 +104,50 @@ async def test_dicom_header_text_is_escaped_on_the_results_and_job_pages(
         assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in html
 
 
+async def test_results_show_patient_and_arrivals_and_reload_while_work_is_in_progress(
+    browser: httpx.AsyncClient, ctx: Context, make_job: MakeJob
+) -> None:
+    """Received time, patient, ID, accession and study date on the list and the job page;
+    a series still arriving is listed with its images so far; pages with work in progress
+    carry data-refresh (static/refresh.js reloads them), finished ones do not."""
+    done = await make_job(status="done")
+    async with ctx.db.session() as session:
+        series = await session.scalar(select(Series).join(Job).where(Job.id == done))
+        assert series is not None
+        series.patient_name, series.patient_id = "MÜLLER^JÖRG", "HOSP-0042"
+        series.accession_number, series.study_date = "ACC-77812", "20260305"
+    finished = (await browser.get("/jobs")).text
+    assert "MÜLLER JÖRG" in finished and "HOSP-0042" in finished and "ACC-77812" in finished
+    assert "2026-03-05" in finished and "2026-03-01 07:59:50" in finished
+    assert "data-refresh" not in finished
+    job_page = (await browser.get(f"/jobs/{done}")).text
+    assert "MÜLLER JÖRG" in job_page and "ACC-77812" in job_page
+    assert "data-refresh" not in job_page and "/static/refresh.js" in job_page
+
+    running = await make_job(status="analysing")
+    assert 'data-refresh="5"' in (await browser.get(f"/jobs/{running}")).text
+    assert 'data-refresh="5"' in (await browser.get("/jobs")).text
+    async with ctx.db.session() as session:
+        job = await session.get(Job, running)
+        assert job is not None
+        job.status = "done"
+        session.add(
+            Series(
+                series_uid="1.2.826.0.1.98.1",
+                study_uid="1.2.826.0.1.98",
+                status="receiving",
+                instance_count=12,
+                calling_ae="PACS",
+            )
+        )
+    arriving = (await browser.get("/jobs")).text
+    assert 'data-refresh="5"' in arriving
+    assert "data-series-id=" in arriving and '<span class="instances">12</span>' in arriving
+    assert (await browser.get("/static/refresh.js")).status_code == 200
+    filtered = await browser.get("/jobs?q=muller&received_from=2026-03-01&page=1")
+    assert filtered.status_code == 200 and "HOSP-0042" in filtered.text
+
+
 async def test_a_rule_is_created_and_tested_through_the_forms_with_csrf(
     browser: httpx.AsyncClient, ctx: Context
 ) -> None:

@@ -10,6 +10,7 @@ from pulmogate.api.deps import current_user
 from pulmogate.api.errors import ApiError, InvalidField
 from pulmogate.api.request_guards import RequestGuards
 from pulmogate.api.routes import (
+    arrivals,
     audit,
     auth,
     dead_letters,
@@ -68,6 +69,7 @@ def create_app(ctx: Context) -> FastAPI:
     for router in operations_routes.api_routers():
         api.include_router(router)
     api.include_router(jobs.router)
+    api.include_router(arrivals.router)
     api.include_router(rules.router)
     api.include_router(destinations.router)
     api.include_router(dead_letters.router)

@@ -87,6 +87,11 @@ class RuleBase(BaseModel):
     study_description_filter: DescriptionFilter = ".*"
     series_description_filter: DescriptionFilter = ".*"
     ttl_days: int = Field(30, ge=1)
+    failure_notices: bool = Field(
+        True,
+        description="When a job of this rule is rejected or fails, send its destinations a "
+        "'PulmoGate: analysis not performed' page and SR into the study",
+    )
     destination_ids: list[int] = Field(default_factory=list)
 
 
@@ -107,6 +112,7 @@ class RuleUpdate(BaseModel):
     study_description_filter: DescriptionFilter | None = None
     series_description_filter: DescriptionFilter | None = None
     ttl_days: int | None = Field(None, ge=1)
+    failure_notices: bool | None = None
     destination_ids: list[int] | None = None
 
 
@@ -122,6 +128,7 @@ class RuleOut(BaseModel):
     study_description_filter: str
     series_description_filter: str
     ttl_days: int
+    failure_notices: bool
     destination_ids: list[int]
     destinations: list[DestinationOut]
 
@@ -130,7 +137,8 @@ class RuleOut(BaseModel):
 
 
 class JobSummary(BaseModel):
-    """A job as the results table lists it (no patient identifiers)."""
+    """A job as the results table lists it, with the patient and study it is for (every
+    role that may read jobs sees them; retention blanks them with ``purged_at``)."""
 
     id: int
     status: str
@@ -158,12 +166,38 @@ class JobSummary(BaseModel):
     series_description: str
     modality: str
     instance_count: int
+    received_at: datetime = Field(description="When the first instance of the series arrived")
+    patient_name: str = Field(description="PatientName of the series")
+    patient_id: str = Field(description="PatientID of the series")
+    accession_number: str
+    study_date: str = Field(description="StudyDate (YYYYMMDD)")
     delivery_counts: dict[str, int] = Field(
         description="Deliveries of this job by status, e.g. {'delivered': 2, 'retrying': 1}"
     )
     purged_at: datetime | None = Field(
         None, description="When retention deleted the job's stored files (null: still held)"
     )
+
+
+class ArrivalOut(BaseModel):
+    """A series the receiver is still receiving (or holds complete, not yet a job)."""
+
+    series_id: int
+    status: str = Field(description="receiving, or complete (waiting for the router)")
+    instance_count: int = Field(description="Instances received so far")
+    received_at: datetime = Field(description="When its first instance arrived")
+    last_received_at: datetime
+    calling_ae: str
+    peer_ip: str
+    study_uid: str
+    series_uid: str
+    study_description: str
+    series_description: str
+    modality: str
+    patient_name: str
+    patient_id: str
+    accession_number: str
+    study_date: str
 
 
 class OutputOut(BaseModel):

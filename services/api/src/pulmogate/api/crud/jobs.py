@@ -1,10 +1,11 @@
 """Jobs: the paged listing, one job with its outputs and deliveries, its log, counts by status."""
 
+import re
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -19,6 +20,11 @@ from pulmogate.api.schemas import (
     Page,
 )
 from pulmogate.common.db.models import Delivery, Job, JobLog, Series
+from pulmogate.common.text_search import fold
+
+# A study date as operators type it: 20260301, 2026-03-01, 2026.03.01 or 01.03.2026.
+ISO_DATE = re.compile(r"(\d{4})[-.]?(\d{2})[-.]?(\d{2})")
+DAY_FIRST_DATE = re.compile(r"(\d{2})\.(\d{2})\.(\d{4})")
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -29,7 +35,7 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
 
 
 def _summary_fields(job: Job) -> dict[str, object]:
-    """The fields shared by the listing and the detail view (no patient identifiers)."""
+    """The fields shared by the listing and the detail view."""
     series = job.series
     return {
         "id": job.id,
@@ -54,6 +60,11 @@ def _summary_fields(job: Job) -> dict[str, object]:
         "series_description": series.series_description,
         "modality": series.modality,
         "instance_count": series.instance_count,
+        "received_at": series.first_received_at,
+        "patient_name": series.patient_name,
+        "patient_id": series.patient_id,
+        "accession_number": series.accession_number,
+        "study_date": series.study_date,
         "delivery_counts": dict(Counter(d.status for d in job.deliveries)),
         "purged_at": job.purged_at,
     }
@@ -99,33 +110,75 @@ def job_detail(job: Job) -> JobDetail:
     )
 
 
+def _contains(text: str) -> str:
+    """A LIKE pattern for ``text`` anywhere (its own % and _ escaped with a backslash)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def study_date(text: str) -> str | None:
+    """``text`` as a DICOM date (YYYYMMDD) when it is one, else None."""
+    iso, day_first = ISO_DATE.fullmatch(text), DAY_FIRST_DATE.fullmatch(text)
+    parts = iso.groups() if iso else day_first.groups()[::-1] if day_first else None
+    if parts is None:
+        return None
+    try:
+        return date(int(parts[0]), int(parts[1]), int(parts[2])).strftime("%Y%m%d")
+    except ValueError:
+        return None
+
+
+def search_condition(text: str) -> ColumnElement[bool]:
+    """Series that ``text`` names: found in the source (calling AE, IP), the descriptions,
+    the patient ID, accession number or Study/Series Instance UID (case-insensitive), in
+    the patient name (case- and accent-insensitive), or equal to the study date."""
+    pattern = _contains(text)
+    found: list[ColumnElement[bool]] = [
+        column.ilike(pattern, escape="\\")
+        for column in (
+            Series.calling_ae,
+            Series.peer_ip,
+            Series.study_description,
+            Series.series_description,
+            Series.patient_id,
+            Series.accession_number,
+            Series.study_uid,
+            Series.series_uid,
+        )
+    ]
+    found.append(Series.patient_name_search.like(_contains(fold(text)), escape="\\"))
+    day = study_date(text)
+    if day is not None:
+        found.append(Series.study_date == day)
+    return or_(*found)
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
 async def list_jobs(
-    session: AsyncSession, *, statuses: Sequence[str], limit: int, offset: int, text: str = ""
+    session: AsyncSession,
+    *,
+    statuses: Sequence[str],
+    limit: int,
+    offset: int,
+    text: str = "",
+    received_from: date | None = None,
+    received_to: date | None = None,
 ) -> Page[JobSummary]:
-    """Jobs newest first, optionally only those in ``statuses`` or whose source or
-    descriptions contain ``text`` (case-insensitive), with the total count."""
+    """Jobs newest first, optionally only those in ``statuses``, whose series ``text``
+    names (``search_condition``), or received between two days (inclusive, UTC), with
+    the total count."""
     where = [Job.status.in_(list(statuses))] if statuses else []
+    series: list[ColumnElement[bool]] = []
     if text.strip():
-        pattern = (
-            "%" + text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        )
-        where.append(
-            Job.series_id.in_(
-                select(Series.id).where(
-                    or_(
-                        *(
-                            column.ilike(pattern, escape="\\")
-                            for column in (
-                                Series.calling_ae,
-                                Series.peer_ip,
-                                Series.study_description,
-                                Series.series_description,
-                            )
-                        )
-                    )
-                )
-            )
-        )
+        series.append(search_condition(text.strip()))
+    if received_from is not None:
+        series.append(Series.first_received_at >= _day_start(received_from))
+    if received_to is not None:
+        series.append(Series.first_received_at < _day_start(received_to + timedelta(days=1)))
+    if series:
+        where.append(Job.series_id.in_(select(Series.id).where(*series)))
     total = await session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
     query = (
         select(Job)

@@ -1,5 +1,6 @@
 """GET /api/v1/jobs, /api/v1/jobs/{id}, /api/v1/jobs/{id}/log."""
 
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -25,13 +26,28 @@ async def list_jobs(
         str | None,
         Query(
             max_length=100,
-            description="Text found in the calling AE, source IP, study or series description",
+            description="Finds the series by patient ID, patient name (case- and "
+            "accent-insensitive), accession number, Study or Series Instance UID, study date "
+            "(20260301, 2026-03-01 or 01.03.2026), calling AE, source IP, study or series "
+            "description",
         ),
+    ] = None,
+    received_from: Annotated[
+        date | None, Query(description="Series first received on or after this day (UTC)")
+    ] = None,
+    received_to: Annotated[
+        date | None, Query(description="Series first received on or before this day (UTC)")
     ] = None,
 ) -> Page[JobSummary]:
     """Jobs, newest first, one page at a time."""
     return await crud.list_jobs(
-        session, statuses=status or [], limit=limit, offset=offset, text=q or ""
+        session,
+        statuses=status or [],
+        limit=limit,
+        offset=offset,
+        text=q or "",
+        received_from=received_from,
+        received_to=received_to,
     )
 
 

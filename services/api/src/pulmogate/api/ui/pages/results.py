@@ -18,9 +18,10 @@ from pulmogate.api.ui.pages.kit import (
     say,
     whoami,
 )
-from pulmogate.common.db.models import JobStatus, OutputObject
+from pulmogate.common.db.models import FINAL_JOB_STATUSES, JobStatus, OutputObject
 
 PAGE_SIZE = 25
+REFRESH_S = 5  # while a series arrives or a job is in progress
 PREVIEW_PX = 384
 PREVIEW_OVERLAYS = 4
 
@@ -32,36 +33,45 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/jobs")
 async def jobs_page(request: Request) -> Response:
-    """The results table: filters by status, pages of ``PAGE_SIZE``."""
+    """The results table: filters by status, text and received days, pages of
+    ``PAGE_SIZE``; the series still arriving above it on the first page. The page reloads
+    itself while something is arriving or in progress."""
     me = await whoami(request)
-    status = request.query_params.get("status", "")
-    text = request.query_params.get("q", "")[:100]
+    query = request.query_params
+    filters = {
+        "status": query.get("status", ""),
+        "q": query.get("q", "")[:100],
+        "received_from": query.get("received_from", "")[:10],
+        "received_to": query.get("received_to", "")[:10],
+    }
     try:
-        page = max(1, int(request.query_params.get("page", "1")))
+        page = max(1, int(query.get("page", "1")))
     except ValueError:
         page = 1
     params: dict[str, Any] = {"limit": PAGE_SIZE, "offset": (page - 1) * PAGE_SIZE}
-    if status:
-        params["status"] = status
-    if text:
-        params["q"] = text
+    params.update({key: value for key, value in filters.items() if value})
     async with Backend(request) as api:
         listing = await api.get("/jobs", params=params)
+        arriving = await api.get("/arrivals") if page == 1 else None
     data: dict[str, Any] = listing.data if listing.ok else {"items": [], "total": 0}
+    arrivals = arriving.data if arriving is not None and arriving.ok else []
     total = int(data["total"])
     pages = max(1, -(-total // PAGE_SIZE))
+    busy = arrivals or any(job["status"] not in FINAL_JOB_STATUSES for job in data["items"])
     return render(
         request,
         "jobs.html",
         me,
         jobs=data["items"],
+        arrivals=arrivals,
         total=data["total"],
         page=page,
         pages=pages,
-        status=status,
-        q=text,
+        filters=filters,
+        **filters,
         statuses=[s.value for s in JobStatus],
         load_error=listing.error,
+        refresh=REFRESH_S if busy else 0,
     )
 
 
@@ -75,7 +85,16 @@ async def job_page(job_id: int, request: Request) -> Response:
     if not job.ok:
         return back("/jobs", error=job.error)
     previews = await _preview_ids(request, job_id)
-    return render(request, "job.html", me, job=job.data, log=log.data or [], previews=previews)
+    in_progress = job.data["status"] not in FINAL_JOB_STATUSES
+    return render(
+        request,
+        "job.html",
+        me,
+        job=job.data,
+        log=log.data or [],
+        previews=previews,
+        refresh=REFRESH_S if in_progress else 0,
+    )
 
 
 async def _preview_ids(request: Request, job_id: int) -> list[int]:
