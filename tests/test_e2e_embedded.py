@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -154,7 +155,7 @@ def test_a_corrupt_file_rejects_the_job_with_a_reason(gateway: Gateway, tmp_path
     assert job["reason"] and job["reason_code"], job
 
 
-def test_a_wrong_called_ae_and_a_non_ct_sop_class_are_refused_and_the_gateway_stays_up(
+def test_a_wrong_called_ae_is_refused_a_non_ct_object_is_discarded_and_the_gateway_stays_up(
     gateway: Gateway, tmp_path: Path
 ) -> None:
     folder = _series(tmp_path, "wrong-ae")
@@ -165,15 +166,22 @@ def test_a_wrong_called_ae_and_a_non_ct_sop_class_are_refused_and_the_gateway_st
         or "reject" in (wrong.stderr + wrong.stdout).lower()
     )
 
-    sc_folder = tmp_path / "sc"
-    sc_folder.mkdir()
+    mr_folder = tmp_path / "mr-object"
+    mr_folder.mkdir()
     ds = dcmread(next(folder.iterdir()))
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = (
         "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
     )
-    ds.save_as(sc_folder / "mr.dcm")
-    refused = storescu(gateway.dicom_port, sc_folder)
-    assert refused.returncode != 0 or "No presentation context" in refused.stderr + refused.stdout
+    ds.SeriesInstanceUID = "2.25.424242424242"
+    ds.save_as(mr_folder / "mr.dcm")
+    # NON_CT_OBJECTS=discard (default): answered Success, kept nowhere, no job.
+    discarded = storescu(gateway.dicom_port, mr_folder, options=("-R",))
+    assert discarded.returncode == 0, discarded.stderr
+    time.sleep(3)  # longer than the quiet period: a series would have become a job
+    with gateway.client() as client:
+        jobs = client.get("/api/v1/jobs", params={"q": "2.25.424242424242"}).json()
+        arrivals = client.get("/api/v1/arrivals").json()
+    assert jobs["items"] == [] and all(a["series_uid"] != ds.SeriesInstanceUID for a in arrivals)
 
     echo = subprocess.run(
         ["/usr/bin/echoscu", "-aec", "PULMOGATE", "127.0.0.1", str(gateway.dicom_port)],
@@ -181,6 +189,88 @@ def test_a_wrong_called_ae_and_a_non_ct_sop_class_are_refused_and_the_gateway_st
     )
     assert echo.returncode == 0
     gateway.assert_alive()
+
+
+def _notice_objects(folder: Path, study_uid: str, timeout: float = 60.0) -> list[Any]:
+    """The failure notice objects of ``study_uid`` a storescp folder received (page and SR)."""
+    deadline = time.monotonic() + timeout
+    found: list[Any] = []
+    while time.monotonic() < deadline:
+        found = [
+            ds
+            for ds in received(folder)
+            if ds.StudyInstanceUID == study_uid and int(ds.SeriesNumber) in (9005, 9006)
+        ]
+        if len(found) == 2:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"{len(found)} notice objects arrived for the study")
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "status", "code"),
+    [
+        ("thick-notice", {"slice_thickness_mm": 5.0}, "rejected", "SLICE_TOO_THICK"),
+        ("gap-notice", {"drop_slice": 12}, "rejected", "SLICE_GAP"),
+    ],
+    ids=["refused-by-the-router", "refused-by-the-analysis"],
+)
+def test_a_series_that_gets_no_analysis_gets_a_failure_notice_in_its_study(
+    gateway: Gateway,
+    destination: tuple[int, Path],
+    tmp_path: Path,
+    name: str,
+    change: dict[str, Any],
+    status: str,
+    code: str,
+) -> None:
+    """The radiologist sees "PulmoGate: analysis not performed" and why in the study, as a
+    Secondary Capture page and an SR; the job keeps its status, its delivery shows."""
+    drop = change.pop("drop_slice", None)
+    folder = _series(tmp_path, name, slices=30, size=64, **change)
+    if drop is not None:
+        sorted(folder.iterdir())[drop].unlink()
+    assert storescu(gateway.dicom_port, folder).returncode == 0
+    study_uid = str(dcmread(next(folder.iterdir()), stop_before_pixels=True).StudyInstanceUID)
+    job = _job_for(gateway, _series_uid(folder))
+    assert (job["status"], job["reason_code"]) == (status, code), job
+    notice = {int(ds.SeriesNumber): ds for ds in _notice_objects(destination[1], study_uid)}
+    page, report = notice[9005], notice[9006]
+    assert page.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and page.Modality == "OT"
+    assert page.SeriesDescription == report.SeriesDescription == "PulmoGate: analysis not performed"
+    assert page.PatientName == report.PatientName == "PHANTOM^CHEST"
+    texts = [item.TextValue for item in report.ContentSequence if item.ValueType == "TEXT"]
+    assert len(texts) == 1 and f"{code}: " in texts[0] and job["reason"] in texts[0]
+    assert not _dciodvfy_errors({"page": page.filename, "sr": report.filename})
+    for _ in range(60):
+        job = _job_for(gateway, _series_uid(folder))
+        if job["delivery_counts"] == {"delivered": 1}:
+            break
+        time.sleep(0.5)
+    assert job["status"] == status and job["delivery_counts"] == {"delivered": 1}, job
+    assert {o["kind"] for o in job["outputs"]} == {"notice", "noticesr"}
+    assert any("failure notice built" in line["message"] for line in job["log"])
+
+
+def test_a_rule_with_failure_notices_off_sends_nothing_for_a_refused_series(
+    gateway: Gateway, destination: tuple[int, Path], tmp_path: Path
+) -> None:
+    with gateway.client() as client:
+        dest_id = client.get("/api/v1/destinations").json()[0]["id"]
+        rule = {
+            "name": "quiet",
+            "source_ae_title": "QUIET_CT",
+            "failure_notices": False,
+            "destination_ids": [dest_id],
+        }
+        assert client.post("/api/v1/rules", json=rule).status_code == 201
+    folder = _series(tmp_path, "quiet-thick", slices=20, size=64, slice_thickness_mm=5.0)
+    assert storescu(gateway.dicom_port, folder, calling="QUIET_CT").returncode == 0
+    job = _job_for(gateway, _series_uid(folder))
+    assert job["reason_code"] == "SLICE_TOO_THICK"
+    time.sleep(3)
+    job = _job_for(gateway, _series_uid(folder))
+    assert job["outputs"] == [] and job["deliveries"] == [], job
 
 
 def _dciodvfy_errors(files: dict[str, str]) -> dict[str, list[str]]:

@@ -39,6 +39,7 @@ async def test_a_rule_is_created_with_defaults_read_listed_changed_and_deleted(
         "study_description_filter": ".*",
         "series_description_filter": ".*",
         "ttl_days": 30,
+        "failure_notices": True,
         "destination_ids": [pacs],
         "destinations": [],
     }
@@ -54,6 +55,10 @@ async def test_a_rule_is_created_with_defaults_read_listed_changed_and_deleted(
     assert changed.status_code == 200, changed.text
     assert (changed.json()["priority"], changed.json()["source_ip"]) == (5, "10.0.0.0/8")
     assert changed.json()["name"] == "chest" and changed.json()["destination_ids"] == [pacs]
+    quiet = await client.patch(f"/api/v1/rules/{rule['id']}", json={"failure_notices": False})
+    assert quiet.status_code == 200 and quiet.json()["failure_notices"] is False
+    refused = await client.patch(f"/api/v1/rules/{rule['id']}", json={"failure_notices": None})
+    assert refused.status_code == 422
 
     cleared = await client.patch(
         f"/api/v1/rules/{rule['id']}", json={"source_ip": None, "destination_ids": []}

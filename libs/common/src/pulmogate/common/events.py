@@ -47,6 +47,14 @@ class AnalysisFinished(Event):
     status: str
 
 
+class NoticeRequested(Event):
+    """A job ended without results under a rule with destinations: build its failure notice
+    (inference answers with ``analysis.finished`` once the notice objects are stored)."""
+
+    routing_key: ClassVar[str] = "notice.requested"
+    job_id: int
+
+
 class DeliveryRequested(Event):
     """Send a job's outputs to one destination."""
 
@@ -56,7 +64,13 @@ class DeliveryRequested(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.routing_key: cls
-    for cls in (SeriesArrived, AnalysisRequested, AnalysisFinished, DeliveryRequested)
+    for cls in (
+        SeriesArrived,
+        AnalysisRequested,
+        AnalysisFinished,
+        NoticeRequested,
+        DeliveryRequested,
+    )
 }
 
 

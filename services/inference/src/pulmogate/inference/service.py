@@ -19,13 +19,14 @@ from pulmogate.common.db.models import (
     OutputObject,
     utcnow,
 )
-from pulmogate.common.events import AnalysisFinished, AnalysisRequested, Event
+from pulmogate.common.events import AnalysisFinished, AnalysisRequested, Event, NoticeRequested
 from pulmogate.common.joblog import add_log
 from pulmogate.common.metrics import ANALYSIS_SECONDS, JOBS_FINISHED
 from pulmogate.common.outbox import enqueue
 from pulmogate.common.refusals import Refusal, RefusalCode
 from pulmogate.common.runtime import Context
 from pulmogate.common.storage import atomic_write, dataset_bytes
+from pulmogate.inference.notices import make_notice
 
 if TYPE_CHECKING:
     from pulmogate.inference.segment.base import Segmenter
@@ -118,18 +119,28 @@ class InferenceService:
             default_segmenter, settings.model, settings.execution_provider
         )
         log.info("model ready", model=settings.model, providers=settings.execution_provider)
-        await ctx.bus.subscribe(QUEUE, [AnalysisRequested.routing_key], self.on_event, prefetch=1)
+        await ctx.bus.subscribe(
+            QUEUE,
+            [AnalysisRequested.routing_key, NoticeRequested.routing_key],
+            self.on_event,
+            prefetch=1,
+        )
 
     async def stop(self) -> None:
         """Nothing to release: unacked work returns to the queue."""
 
     async def on_event(self, event: Event) -> None:
-        """Analyse one job (idempotent: a finished job is not analysed again).
+        """Analyse one job (idempotent: a finished job is not analysed again), or build the
+        failure notice the router asked for (``notices``).
 
         The analysis is shielded from its consumer: a consumer cancelled by a lost broker
         connection leaves it running, and the redelivered message waits for it (and is
         acked, or retried if it failed) instead of starting a second analysis.
         """
+        if isinstance(event, NoticeRequested):
+            assert self.ctx is not None
+            await make_notice(self.ctx, event.job_id)
+            return
         assert isinstance(event, AnalysisRequested)
         running = self._running.get(event.job_id)
         if running is not None:

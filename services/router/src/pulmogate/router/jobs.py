@@ -23,6 +23,7 @@ from pulmogate.common.refusals import Refusal, RefusalCode
 from pulmogate.common.settings import Settings
 from pulmogate.router.checks import check_series
 from pulmogate.router.license import check_license
+from pulmogate.router.notices import request_notice
 from pulmogate.router.rules import rule_for
 
 log = structlog.get_logger("pulmogate.router")
@@ -84,6 +85,7 @@ async def route_series(session: AsyncSession, series: Series, settings: Settings
             level="error",
         )
         log.info("series rejected", series_id=series.id, job_id=job.id, code=str(refusal.code))
+        await request_notice(session, job)
         return job
     job.status = JobStatus.QUEUED
     await session.flush()

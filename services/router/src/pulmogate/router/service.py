@@ -28,6 +28,7 @@ from pulmogate.common.outbox import enqueue
 from pulmogate.common.runtime import Context
 from pulmogate.router.janitor import run_janitor
 from pulmogate.router.jobs import SERVICE, job_of_series, plan_deliveries, route_series
+from pulmogate.router.notices import NOTICE_STATUSES, follow_up
 
 log = structlog.get_logger("pulmogate.router")
 
@@ -83,13 +84,17 @@ class RouterService:
             await route_series(session, series, ctx.settings)
 
     async def deliver(self, job_id: int) -> None:
-        """Plan deliveries for an analysed job (idempotent: only ANALYSED jobs move)."""
+        """Plan deliveries for an analysed job (idempotent: only ANALYSED jobs move), or the
+        failure notice of a job that ended without results (``notices``)."""
         assert self.ctx is not None
         ctx = self.ctx
         async with ctx.db.session() as session:
             job = await session.get(Job, job_id, with_for_update=ctx.db.lock(Job))
             if job is None:
                 log.warning("analysis.finished for an unknown job", job_id=job_id)
+                return
+            if job.status in NOTICE_STATUSES:  # no results: its failure notice, if wanted
+                await follow_up(session, job)
                 return
             if job.status != JobStatus.ANALYSED:
                 log.info("nothing to deliver", job_id=job_id, status=job.status)

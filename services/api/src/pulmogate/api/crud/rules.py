@@ -18,6 +18,7 @@ REQUIRED_ON_UPDATE = frozenset(
         "study_description_filter",
         "series_description_filter",
         "ttl_days",
+        "failure_notices",
         "destination_ids",
     }
 )

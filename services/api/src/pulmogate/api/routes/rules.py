@@ -27,6 +27,7 @@ def rule_out(rule: RoutingRule) -> RuleOut:
         study_description_filter=rule.study_description_filter,
         series_description_filter=rule.series_description_filter,
         ttl_days=rule.ttl_days,
+        failure_notices=rule.failure_notices,
         destination_ids=[d.id for d in rule.destinations],
         destinations=[DestinationOut.model_validate(d) for d in rule.destinations],
     )

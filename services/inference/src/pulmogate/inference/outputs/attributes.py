@@ -131,15 +131,20 @@ def output_uid(volume: Volume, analysis: Analysis, kind: str, index: str | int) 
     return derive_uid("pulmogate-output", volume.series_uid, analysis.model_version, kind, index)
 
 
-def software_versions(analysis: Analysis) -> list[str]:
-    """SoftwareVersions values: the gateway and the model that produced the result."""
+def gateway_version() -> str:
+    """The SoftwareVersions value of the gateway itself, e.g. 'PulmoGate 0.1.0'."""
     try:
         from importlib.metadata import version
 
         gateway = version("pulmogate-inference")
     except Exception:
         gateway = "0"
-    return [f"PulmoGate {gateway}", f"{analysis.model_name} {analysis.model_version}"]
+    return f"PulmoGate {gateway}"
+
+
+def software_versions(analysis: Analysis) -> list[str]:
+    """SoftwareVersions values: the gateway and the model that produced the result."""
+    return [gateway_version(), f"{analysis.model_name} {analysis.model_version}"]
 
 
 def set_software_versions(ds: pydicom.Dataset, analysis: Analysis) -> None:
@@ -201,8 +206,36 @@ def secondary_capture(
     now: datetime,
 ) -> pydicom.Dataset:
     """A Secondary Capture dataset in the input study with everything but the pixels set."""
-    source = volume.headers[0]
-    sop_uid = output_uid(volume, analysis, kind, index)
+    return secondary_capture_of(
+        volume.headers[0],
+        sop_uid=output_uid(volume, analysis, kind, index),
+        series_uid=output_uid(volume, analysis, kind, "series"),
+        series_number=series_number,
+        instance_number=index + 1,
+        description=description,
+        software=software_versions(analysis),
+        institution=institution,
+        now=now,
+        orientation=patient_orientation(volume.orientation),
+    )
+
+
+def secondary_capture_of(
+    source: pydicom.Dataset,
+    *,
+    sop_uid: str,
+    series_uid: str,
+    series_number: int,
+    instance_number: int,
+    description: str,
+    software: list[str],
+    institution: str | None,
+    now: datetime,
+    orientation: list[str] | None,
+) -> pydicom.Dataset:
+    """A Secondary Capture dataset in the study of ``source`` (its patient and study copied
+    as every result copies them) with everything but the pixels set; ``orientation`` None
+    for a page that is not a view of the patient (PatientOrientation then empty)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE_IMAGE_STORAGE
     meta.MediaStorageSOPInstanceUID = UID(sop_uid)
@@ -214,24 +247,24 @@ def secondary_capture(
     ds.SOPClassUID = SECONDARY_CAPTURE_IMAGE_STORAGE
     ds.SOPInstanceUID = sop_uid
     copy_patient_study(source, ds)
-    ds.SeriesInstanceUID = output_uid(volume, analysis, kind, "series")
+    ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = series_number
     ds.SeriesDescription = description
     ds.Modality = "OT"
     ds.BodyPartExamined = BODY_PART
     ds.ConversionType = "WSD"
     ds.Manufacturer = MANUFACTURER
-    ds.SoftwareVersions = software_versions(analysis)
+    ds.SoftwareVersions = software
     if institution:
         ds.InstitutionName = institution[:64]
-    ds.InstanceNumber = index + 1
+    ds.InstanceNumber = instance_number
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S")
     ds.SeriesDate = ds.ContentDate
     ds.SeriesTime = ds.ContentTime
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.BurnedInAnnotation = "YES"
-    ds.PatientOrientation = patient_orientation(volume.orientation)
+    ds.PatientOrientation = orientation if orientation is not None else ""
     ds.SamplesPerPixel = 3
     ds.PhotometricInterpretation = "RGB"
     ds.PlanarConfiguration = 0

@@ -21,6 +21,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "slice": "Slice",
         "key_slices": "Most affected slices",
         "area": "cm²",
+        "notice_title": "PulmoGate: analysis not performed",
+        "notice_reason": "Reason",
+        "notice_series": "Series",
+        "notice_images": "images",
+        "notice_footer": "No PulmoGate results will follow for this series. This is not a "
+        "finding: read the CT as usual.",
     },
     "ru": {
         "disclaimer": "Поддержка принятия решений, не диагноз",
@@ -40,6 +46,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "slice": "Срез",
         "key_slices": "Наиболее поражённые срезы",
         "area": "см²",
+        "notice_title": "PulmoGate: анализ не выполнен",
+        "notice_reason": "Причина",
+        "notice_series": "Серия",
+        "notice_images": "изображений",
+        "notice_footer": "Результатов PulmoGate для этой серии не будет. Это не находка: "
+        "описывайте КТ как обычно.",
     },
 }
 

@@ -44,7 +44,7 @@ def key_slices(analysis: Analysis, count: int = KEY_SLICES) -> list[int]:
     return sorted(int(z) for z in best)
 
 
-def _wrap(draw: ImageDraw.ImageDraw, line: str, face: render.Font, width: int) -> list[str]:
+def wrap(draw: ImageDraw.ImageDraw, line: str, face: render.Font, width: int) -> list[str]:
     """Split ``line`` into lines no wider than ``width`` pixels."""
     lines: list[str] = []
     current = ""
@@ -112,7 +112,7 @@ def render_summary(volume: Volume, analysis: Analysis, language: str = "en") -> 
     draw.text((40, y + 12), grade_line, fill=ACCENT, font=render.font(32))
     y += 60
     face = render.font(26)
-    for line in _wrap(draw, analysis.prediction(language), face, width - 80)[:3]:
+    for line in wrap(draw, analysis.prediction(language), face, width - 80)[:3]:
         draw.text((40, y), line, fill=WHITE, font=face)
         y += 34
     y += 8

@@ -15,6 +15,7 @@ def _rule_body(fields: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": fields.get("name", ""),
         "enabled": fields.get("enabled") == "on",
+        "failure_notices": fields.get("failure_notices") == "on",
         "source_ip": fields.get("source_ip") or None,
         "source_ae_title": fields.get("source_ae_title") or None,
         "study_description_filter": fields.get("study_description_filter") or ".*",

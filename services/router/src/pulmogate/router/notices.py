@@ -1,0 +1,98 @@
+"""Failure notices: tell the PACS when a series gets no analysis, so "failed" is not "running".
+
+A job of a rule with enabled destinations and ``failure_notices`` on that ends rejected,
+failed (by the analysis) or without a license gets a notice: the router asks inference for
+it (``notice.requested``), inference stores a page and an SR as the job's outputs and
+answers ``analysis.finished``, and the router then plans one delivery per destination as
+for results. The job keeps its status and reason; the deliveries show in the job.
+Ignored jobs (no rule) and failed deliveries never get one.
+"""
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pulmogate.common.db.models import (
+    Delivery,
+    DeliveryStatus,
+    Job,
+    JobStatus,
+    OutputObject,
+    RoutingRule,
+)
+from pulmogate.common.events import DeliveryRequested, NoticeRequested
+from pulmogate.common.joblog import add_log
+from pulmogate.common.outbox import enqueue
+
+log = structlog.get_logger("pulmogate.router")
+
+SERVICE = "router"
+NOTICE_STATUSES = frozenset(
+    {JobStatus.REJECTED, JobStatus.FAILED, JobStatus.NO_LICENSE, JobStatus.LICENSE_EXPIRED}
+)
+NOTICE_KINDS = ("notice", "noticesr")
+
+
+async def _rule(session: AsyncSession, job: Job) -> RoutingRule | None:
+    return await session.get(RoutingRule, job.rule_id) if job.rule_id is not None else None
+
+
+async def _has_notice(session: AsyncSession, job: Job) -> bool:
+    found = await session.scalar(
+        select(OutputObject.id).where(
+            OutputObject.job_id == job.id, OutputObject.kind.in_(NOTICE_KINDS)
+        )
+    )
+    return found is not None
+
+
+async def notice_wanted(session: AsyncSession, job: Job) -> bool:
+    """True for a job that ended without results under a rule that wants notices sent."""
+    if job.status not in NOTICE_STATUSES or not job.reason_code:
+        return False
+    rule = await _rule(session, job)
+    return bool(rule and rule.failure_notices and any(d.enabled for d in rule.destinations))
+
+
+async def request_notice(session: AsyncSession, job: Job) -> bool:
+    """Ask inference for the job's notice when one is wanted and none exists; True if asked."""
+    if not await notice_wanted(session, job) or await _has_notice(session, job):
+        return False
+    enqueue(session, NoticeRequested(job_id=job.id))
+    add_log(session, job.id, SERVICE, "failure notice requested for the rule's destinations")
+    log.info("failure notice requested", job_id=job.id)
+    return True
+
+
+async def plan_notice_deliveries(session: AsyncSession, job: Job) -> list[Delivery]:
+    """One delivery per enabled destination of the rule for a job whose notice is stored."""
+    if not await notice_wanted(session, job) or not await _has_notice(session, job):
+        return []
+    rule = await _rule(session, job)
+    assert rule is not None
+    destinations = [d for d in rule.destinations if d.enabled]
+    existing = set(
+        await session.scalars(select(Delivery.destination_id).where(Delivery.job_id == job.id))
+    )
+    created = [
+        Delivery(job_id=job.id, destination_id=d.id, status=DeliveryStatus.PENDING)
+        for d in destinations
+        if d.id not in existing
+    ]
+    if not created:
+        return []
+    session.add_all(created)
+    await session.flush()
+    for delivery in created:
+        enqueue(session, DeliveryRequested(delivery_id=delivery.id))
+    names = ", ".join(f"{d.name} ({d.ae_title}@{d.host}:{d.port})" for d in destinations)
+    add_log(session, job.id, SERVICE, f"sending the failure notice to {names}")
+    return created
+
+
+async def follow_up(session: AsyncSession, job: Job) -> None:
+    """For a job that ended without results: deliver its notice, or ask for one."""
+    if await _has_notice(session, job):
+        await plan_notice_deliveries(session, job)
+    else:
+        await request_notice(session, job)
