@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy import select
 
-from pulmogate.common.db.models import Instance, Job, JobStatus, OutputObject
+from pulmogate.common.db.models import (
+    FAILURE_NOTICE_KINDS,
+    NO_RESULT_STATUSES,
+    Instance,
+    Job,
+    OutputObject,
+)
 from pulmogate.common.events import AnalysisFinished
 from pulmogate.common.joblog import add_log
 from pulmogate.common.outbox import enqueue
@@ -30,9 +36,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("pulmogate.inference")
 
 SERVICE = "inference"
-NOTICE_STATUSES = frozenset(
-    {JobStatus.REJECTED, JobStatus.FAILED, JobStatus.NO_LICENSE, JobStatus.LICENSE_EXPIRED}
-)
 
 
 @dataclass(frozen=True)
@@ -72,16 +75,16 @@ def _build(ctx: Context, job_id: int, paths: list[Path], facts: NoticeFacts) -> 
 
 async def make_notice(ctx: Context, job_id: int) -> None:
     """Build, store and announce the failure notice of one job."""
-    from pulmogate.inference.outputs.notice import NOTICE_KINDS, NoticeFacts
+    from pulmogate.inference.outputs.notice import NoticeFacts
 
     async with ctx.db.session() as session:
         job = await session.get(Job, job_id)
-        if job is None or job.status not in NOTICE_STATUSES:
+        if job is None or job.status not in NO_RESULT_STATUSES:
             log.info("no failure notice: the job has results or is gone", job_id=job_id)
             return
         if await session.scalar(
             select(OutputObject.id).where(
-                OutputObject.job_id == job_id, OutputObject.kind.in_(NOTICE_KINDS)
+                OutputObject.job_id == job_id, OutputObject.kind.in_(FAILURE_NOTICE_KINDS)
             )
         ):
             enqueue(session, AnalysisFinished(job_id=job_id, status=job.status))

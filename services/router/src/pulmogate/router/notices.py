@@ -13,10 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pulmogate.common.db.models import (
+    FAILURE_NOTICE_KINDS,
+    NO_RESULT_STATUSES,
     Delivery,
     DeliveryStatus,
     Job,
-    JobStatus,
     OutputObject,
     RoutingRule,
 )
@@ -27,10 +28,7 @@ from pulmogate.common.outbox import enqueue
 log = structlog.get_logger("pulmogate.router")
 
 SERVICE = "router"
-NOTICE_STATUSES = frozenset(
-    {JobStatus.REJECTED, JobStatus.FAILED, JobStatus.NO_LICENSE, JobStatus.LICENSE_EXPIRED}
-)
-NOTICE_KINDS = ("notice", "noticesr")
+NOTICE_STATUSES = NO_RESULT_STATUSES
 
 
 async def _rule(session: AsyncSession, job: Job) -> RoutingRule | None:
@@ -40,7 +38,7 @@ async def _rule(session: AsyncSession, job: Job) -> RoutingRule | None:
 async def _has_notice(session: AsyncSession, job: Job) -> bool:
     found = await session.scalar(
         select(OutputObject.id).where(
-            OutputObject.job_id == job.id, OutputObject.kind.in_(NOTICE_KINDS)
+            OutputObject.job_id == job.id, OutputObject.kind.in_(FAILURE_NOTICE_KINDS)
         )
     )
     return found is not None

@@ -77,6 +77,14 @@ FINAL_JOB_STATUSES = frozenset(
 )
 
 
+# Jobs that ended without results; under a rule with failure notices their destinations get
+# a notice (kinds below) instead: "PulmoGate: analysis not performed" (router.notices).
+NO_RESULT_STATUSES = frozenset(
+    {JobStatus.REJECTED, JobStatus.FAILED, JobStatus.NO_LICENSE, JobStatus.LICENSE_EXPIRED}
+)
+FAILURE_NOTICE_KINDS = ("notice", "noticesr")
+
+
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
     SENDING = "sending"

@@ -15,6 +15,7 @@ from sqlalchemy.orm import selectinload
 from pulmogate.api.errors import Conflict, NotFound
 from pulmogate.api.operations_schemas import ResendResult
 from pulmogate.common.db.models import (
+    FAILURE_NOTICE_KINDS,
     Delivery,
     DeliveryStatus,
     Instance,
@@ -80,8 +81,9 @@ async def resend(session: AsyncSession, job_id: int, user: str) -> ResendResult:
         delivery.next_attempt_at = None
         delivery.delivered_at = None
         enqueue(session, DeliveryRequested(delivery_id=delivery.id))
-    job.status = JobStatus.DELIVERING
-    job.finished_at = None
+    if any(o.kind not in FAILURE_NOTICE_KINDS for o in job.outputs):
+        job.status = JobStatus.DELIVERING  # a failure notice sent again keeps the outcome
+        job.finished_at = None
     await session.flush()
     names = []
     for delivery in deliveries:

@@ -38,7 +38,6 @@ from pulmogate.inference.outputs.summary import wrap
 
 NOTICE_SERIES_NUMBER = 9005
 NOTICE_SR_SERIES_NUMBER = 9006
-NOTICE_KINDS = ("notice", "noticesr")
 NEEDED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 PAGE_SIZE = (1024, 768)  # width, height
 WHITE, GREY, ALERT = (255, 255, 255), (170, 170, 170), (255, 150, 90)
