@@ -250,6 +250,11 @@ def test_a_series_that_gets_no_analysis_gets_a_failure_notice_in_its_study(
     assert job["status"] == status and job["delivery_counts"] == {"delivered": 1}, job
     assert {o["kind"] for o in job["outputs"]} == {"notice", "noticesr"}
     assert any("failure notice built" in line["message"] for line in job["log"])
+    with gateway.client() as client:
+        page_html = client.get(f"/jobs/{job['id']}").text
+        [preview] = re.findall(rf"/jobs/{job['id']}/preview/(\d+)\.png", page_html)
+        png = client.get(f"/jobs/{job['id']}/preview/{preview}.png")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
 
 
 def test_a_rule_with_failure_notices_off_sends_nothing_for_a_refused_series(

@@ -98,17 +98,18 @@ async def job_page(job_id: int, request: Request) -> Response:
 
 
 async def _preview_ids(request: Request, job_id: int) -> list[int]:
-    """The output rows shown as key images: the summary page and a few overlay slices."""
+    """The output rows shown as key images: the summary page (or the failure notice page)
+    and a few overlay slices."""
     async with app_context(request).db.sessions() as session:
         rows = (
             await session.execute(
                 select(OutputObject.id, OutputObject.kind)
                 .where(OutputObject.job_id == job_id)
-                .where(OutputObject.kind.in_(["summary", "overlay"]))
+                .where(OutputObject.kind.in_(["summary", "notice", "overlay"]))
                 .order_by(OutputObject.id)
             )
         ).all()
-    summary = [i for i, kind in rows if kind == "summary"]
+    summary = [i for i, kind in rows if kind in ("summary", "notice")]
     overlay = [i for i, kind in rows if kind == "overlay"]
     if len(overlay) > PREVIEW_OVERLAYS:
         # Evenly spaced through the middle of the lungs, where lesions show best.
