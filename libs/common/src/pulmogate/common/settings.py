@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         60.0, gt=0, description="An association silent this long (or one PDU this slow) aborts"
     )
     dicom_max_pending_per_address: int = Field(
-        4, ge=1, description="Connections per IP address still sending their association request"
+        16, ge=1, description="Connections per IP address still sending their association request"
     )
     dicom_max_associations_per_peer: int = Field(
         32, ge=1, description="Concurrent associations per calling AE title and IP address"

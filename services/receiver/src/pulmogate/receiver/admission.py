@@ -22,7 +22,7 @@ class AdmissionLimits:
     """Slot counts (README: MAX_ASSOCIATIONS, DICOM_MAX_*)."""
 
     max_associations: int = 64
-    pending_per_address: int = 4
+    pending_per_address: int = 16
     per_peer: int = 32
     unknown: int = 8
 
@@ -39,6 +39,7 @@ class Refusal:
 class _Slot:
     address: str
     known_address: bool
+    pending: bool = True
     peer: tuple[str, str] | None = None
     known: bool = False
 
@@ -76,6 +77,13 @@ class Admission:
             if not known_address:
                 self._pending_counted += 1
             return None
+
+    def request_read(self, key: int) -> None:
+        """Connection ``key``'s A-ASSOCIATE-RQ has been read: it is no longer pending."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is not None:
+                self._end_pending(slot)
 
     def associate(self, key: int, calling_ae: str, *, known: bool) -> Refusal | None:
         """The request of connection ``key`` was read: an association slot, or why not."""
@@ -117,7 +125,8 @@ class Admission:
         return None
 
     def _end_pending(self, slot: _Slot) -> None:
-        if slot.peer is None and self._pending_by_address[slot.address] > 0:
+        if slot.pending:
+            slot.pending = False
             self._pending_by_address[slot.address] -= 1
             if not self._pending_by_address[slot.address]:
                 del self._pending_by_address[slot.address]
@@ -130,8 +139,8 @@ class Admission:
             slot = self._slots.pop(key, None)
             if slot is None:
                 return
+            self._end_pending(slot)
             if slot.peer is None:
-                self._end_pending(slot)
                 return
             self._associated -= 1
             self._by_peer[slot.peer] -= 1

@@ -134,6 +134,8 @@ class QueryRetrieveSCP:
         Without role selection a context is accepted in the default roles, which would let
         a peer C-STORE a Secondary Capture into the receiver; it accepts only CT.
         """
+        if event.assoc.is_rejected or event.assoc.is_aborted:  # by the source policy
+            return
         acceptor = event.assoc.acceptor
         proposed = event.assoc.requestor.role_selection
         result_classes = set(RESULT_STORAGE_CLASSES)

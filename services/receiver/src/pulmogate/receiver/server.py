@@ -38,7 +38,9 @@ class GuardedAssociation(Association):
     ) -> None:
         super().__init__(ae, MODE_ACCEPTOR)
         self.admission = admission
-        self.dul = BoundedDUL(self, limits)
+        self.dul = BoundedDUL(
+            self, limits, on_request_read=lambda: admission.request_read(id(self))
+        )
         self.dimse = BoundedDIMSE(self, limits, may_store)
         # The timeout setters push their values into the DUL's timers: set them again.
         self.acse_timeout = self.acse_timeout
@@ -100,6 +102,10 @@ class GuardedRequestHandler(RequestHandler):
 
 class GuardedServer(ThreadedAssociationServer):
     """``ThreadedAssociationServer`` whose connections go through ``GuardedRequestHandler``."""
+
+    # socketserver's listen backlog is 5: a burst of connections beyond it waits for SYN
+    # retransmits (1 s, 3 s, ...) before the accept loop even sees it.
+    request_queue_size = 128
 
     def __init__(
         self,
