@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     disk_max_used_percent: float = Field(
         90.0, description="Above this use of the storage volume C-STORE answers 0xA700"
     )
+    rule_regex_timeout_ms: float = Field(
+        100.0, gt=0, description="Time limit of one rule description filter on one description"
+    )
     janitor_interval_s: float = Field(3600.0, description="How often retention purges old jobs")
     liveness_file: Path = Field(
         Path("/tmp/pulmogate.alive"),
