@@ -109,7 +109,7 @@ def description_matches(
         return True
     try:
         return search(pattern, description or "", timeout_s)
-    except regex.error:
+    except (regex.error, RecursionError, OverflowError, ValueError):
         return False
 
 

@@ -127,11 +127,14 @@ def shape_refusal(pattern: str) -> str | None:
         compiled(pattern)
     except regex.error as exc:
         return f"invalid regular expression {pattern!r}: {exc}"
+    except (RecursionError, OverflowError, ValueError) as exc:
+        return f"invalid regular expression {pattern!r}: {type(exc).__name__} (too deeply nested?)"
     try:
         tree = sre_parse.parse(pattern)
+        nested = _nested_repeat(list(tree))
     except (re.error, OverflowError, RecursionError):
         return None  # syntax only ``regex`` knows: the probes still run
-    if _nested_repeat(list(tree)):
+    if nested:
         return (
             f"REGEX_NESTED_REPEAT: {pattern!r} repeats a group that is itself only repeats "
             "(like (a+)+), which can take exponential time; write the inner repeat once "
