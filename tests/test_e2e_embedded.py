@@ -176,10 +176,13 @@ def test_a_wrong_called_ae_and_a_non_ct_sop_class_are_refused_and_the_gateway_st
     assert refused.returncode != 0 or "No presentation context" in refused.stderr + refused.stdout
 
     echo = subprocess.run(
-        ["/usr/bin/echoscu", "-aec", "PULMOGATE", "127.0.0.1", str(gateway.dicom_port)],
+        [
+            *("/usr/bin/echoscu", "-aet", "CT_SCANNER", "-aec", "PULMOGATE"),
+            *("127.0.0.1", str(gateway.dicom_port)),
+        ],
         capture_output=True,
     )
-    assert echo.returncode == 0
+    assert echo.returncode == 0  # a named sender; unnamed ones are rejected by default
     gateway.assert_alive()
 
 

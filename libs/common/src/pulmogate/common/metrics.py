@@ -14,3 +14,8 @@ ANALYSIS_SECONDS = Histogram(
 )
 DELIVERIES = Counter("pulmogate_deliveries_total", "Delivery attempts by outcome", ["outcome"])
 STORAGE_FREE_PERCENT = Gauge("pulmogate_storage_free_percent", "Free space on storage")
+DICOM_REFUSED = Counter(
+    "pulmogate_dicom_refused_total",
+    "DICOM connections and associations refused or aborted at the edge, by reason",
+    ["reason"],
+)
