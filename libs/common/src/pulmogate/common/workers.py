@@ -1,0 +1,64 @@
+"""Who is analysing a job, and whether that process is still alive.
+
+A worker is named ``host/pid-namespace:pid:token`` (token: random per process, so a new
+process that got the old pid is not taken for it). While it analyses a job it stamps
+``jobs.worker_seen_at`` every ``BEAT_EVERY_S``. A worker is gone when it has not been seen
+for ``GONE_AFTER_S``, or at once when it ran in this host's pid namespace and its pid no
+longer runs (or is this process under another token): a restarted process takes over at
+start instead of waiting out the heartbeat.
+"""
+
+import os
+import secrets
+import socket
+from datetime import datetime, timedelta
+from functools import cache
+
+BEAT_EVERY_S = 5.0
+GONE_AFTER_S = 30.0
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
+    except OSError:
+        return "?"
+
+
+@cache
+def _token() -> str:
+    return secrets.token_hex(4)
+
+
+def this_worker() -> str:
+    """This process's worker name."""
+    host = socket.gethostname()[:100]
+    return f"{host}/{_pid_namespace()}:{os.getpid()}:{_token()}"
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def worker_gone(worker: str | None, seen_at: datetime | None, now: datetime) -> bool:
+    """True when the process named ``worker`` (last seen at ``seen_at``) no longer runs."""
+    if seen_at is None or now - seen_at > timedelta(seconds=GONE_AFTER_S):
+        return True
+    if not worker:
+        return False
+    parts = worker.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    place, pid, token = parts[0], int(parts[1]), parts[2]
+    here = this_worker().rsplit(":", 2)[0]
+    if place != here:
+        return False  # another host or container: only the heartbeat can tell
+    if pid == os.getpid():
+        return token != _token()
+    return not _pid_running(pid)
