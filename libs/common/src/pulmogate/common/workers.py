@@ -2,10 +2,11 @@
 
 A worker is named ``host/pid-namespace:pid:token`` (token: random per process, so a new
 process that got the old pid is not taken for it). While it analyses a job it stamps
-``jobs.worker_seen_at`` every ``BEAT_EVERY_S``. A worker is gone when it has not been seen
-for ``GONE_AFTER_S``, or at once when it ran in this host's pid namespace and its pid no
-longer runs (or is this process under another token): a restarted process takes over at
-start instead of waiting out the heartbeat.
+``jobs.worker_seen_at`` every ``BEAT_EVERY_S``. A worker that ran in this host's pid
+namespace is gone exactly when its pid no longer runs (or is this process under another
+token): a restarted process takes over at start, and a live one whose heartbeat could not
+be written (the database was down) is not taken for dead. Elsewhere, a worker is gone when
+it has not been seen for ``GONE_AFTER_S``.
 """
 
 import os
@@ -48,17 +49,12 @@ def _pid_running(pid: int) -> bool:
 
 def worker_gone(worker: str | None, seen_at: datetime | None, now: datetime) -> bool:
     """True when the process named ``worker`` (last seen at ``seen_at``) no longer runs."""
-    if seen_at is None or now - seen_at > timedelta(seconds=GONE_AFTER_S):
-        return True
-    if not worker:
-        return False
-    parts = worker.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
-        return False
-    place, pid, token = parts[0], int(parts[1]), parts[2]
-    here = this_worker().rsplit(":", 2)[0]
-    if place != here:
-        return False  # another host or container: only the heartbeat can tell
-    if pid == os.getpid():
-        return token != _token()
-    return not _pid_running(pid)
+    parts = (worker or "").rsplit(":", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        place, pid, token = parts[0], int(parts[1]), parts[2]
+        if place == this_worker().rsplit(":", 2)[0]:
+            # This host and pid namespace: the process table is the truth.
+            if pid == os.getpid():
+                return token != _token()
+            return not _pid_running(pid)
+    return seen_at is None or now - seen_at > timedelta(seconds=GONE_AFTER_S)

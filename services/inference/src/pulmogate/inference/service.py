@@ -92,18 +92,22 @@ class InferenceService:
 
         The analysis is shielded from its consumer: a consumer cancelled by a lost broker
         connection leaves it running, and the redelivered message waits for it (and is
-        acked, or retried if it failed) instead of starting a second analysis.
+        acked, or retried if it failed) instead of starting a second one at the same time.
         """
         assert isinstance(event, AnalysisRequested)
-        running = self._running.get(event.job_id)
-        if running is not None:
+        while (running := self._running.get(event.job_id)) is not None:
             log.info("job being analysed here already, waiting for it", job_id=event.job_id)
             await asyncio.shield(running)
-            return
+        # Usually a no-op now (the job is analysed); it analyses again when the job was
+        # queued again meanwhile (its results were then discarded).
         analysis = asyncio.create_task(self._analyse_job(event))
         self._running[event.job_id] = analysis
-        analysis.add_done_callback(lambda _t: self._running.pop(event.job_id, None))
+        analysis.add_done_callback(lambda task: self._forget(event.job_id, task))
         await asyncio.shield(analysis)
+
+    def _forget(self, job_id: int, task: "asyncio.Task[None]") -> None:
+        if self._running.get(job_id) is task:
+            del self._running[job_id]
 
     async def _analyse_job(self, event: AnalysisRequested) -> None:
         """Claim the job (or take it over from a process that is gone), analyse, record."""
