@@ -383,3 +383,26 @@ async def test_reconcile_leaves_a_live_analysis_of_this_process_alone(
     await router.service.reconcile(requeue_after_s=30)
     # Same pid, another token: an earlier process that had this pid, gone.
     assert await status_of(router.ctx, job.id) == JobStatus.QUEUED
+
+
+async def test_an_announcement_that_finds_the_series_receiving_again_waits_for_the_next(
+    router: RouterHarness,
+) -> None:
+    """The series reopened between its announcement and the router's turn: the router does
+    not decide on a part, nor mark the series routed (its completion must still see it)."""
+    await add_rule(router.ctx)
+    job = await routed_job(router, await add_series(router.ctx))
+    series = await grow(router.ctx, job.series, 5)
+    async with router.ctx.db.session() as session:
+        row = await session.get(Series, series.id)
+        assert row is not None
+        row.status = SeriesStatus.RECEIVING
+    await set_job(router.ctx, job.id, status=JobStatus.DONE)
+
+    await router.service.route(series.id)
+    await router.service.reconcile(requeue_after_s=30)
+
+    assert await status_of(router.ctx, job.id) == JobStatus.DONE
+    async with router.ctx.db.session() as session:
+        row = await session.get(Series, series.id)
+        assert row is not None and row.status == SeriesStatus.RECEIVING

@@ -79,8 +79,12 @@ def _interrupted(series: Series, settings: Settings) -> str | None:
 
 async def decide(session: AsyncSession, job: Job, series: Series, settings: Settings) -> None:
     """Rules, input checks and license on the series' instances now: IGNORED (no rule),
-    REJECTED / NO_LICENSE (with the reason), or QUEUED with ``analysis.requested``."""
-    series.status = SeriesStatus.ROUTED
+    REJECTED / NO_LICENSE (with the reason), or QUEUED with ``analysis.requested``.
+
+    A series that is receiving again stays RECEIVING: its completion announces it again.
+    """
+    if series.status == SeriesStatus.COMPLETE:
+        series.status = SeriesStatus.ROUTED
     rule, no_match = await rule_for(session, series)
     job.rule_id = rule.id if rule else None
     instances = (
@@ -191,6 +195,8 @@ async def reconsider(
     More instances than the job was decided on re-open it (or are noted, to re-open it
     once the analysis or delivery in progress ends); the same instances again are noted.
     """
+    if series.status == SeriesStatus.RECEIVING:
+        return "receiving"  # more is arriving: the next announcement decides
     if series.status == SeriesStatus.COMPLETE:
         series.status = SeriesStatus.ROUTED
     before = job.analysed_instance_count or 0

@@ -221,7 +221,7 @@ class RouterService:
             await plan_deliveries(session, job)
 
     async def reconcile(self, *, requeue_after_s: float, orphaned: bool = False) -> None:
-        """Pick up work a lost message or a crash left behind (see README: reconciliation).
+        """Pick up work a lost message or a crash left behind (docs/reliability.md).
 
         Each round: complete series without a job are routed; jobs whose series holds more
         instances than they were decided on are reconsidered; ANALYSED jobs are delivered;
