@@ -3,7 +3,6 @@ again is noted, an operator's re-analysis re-opens it, and reconciliation takes 
 dead process left in any intermediate state (both backends)."""
 
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy import select
 
@@ -81,7 +80,7 @@ def requested(router: RouterHarness, job_id: int) -> int:
     return sum(isinstance(e, AnalysisRequested) and e.job_id == job_id for e in router.published)
 
 
-async def delivered_job(router: RouterHarness, tmp_path: Path, slices: int = 20) -> Job:
+async def delivered_job(router: RouterHarness, slices: int = 20) -> Job:
     """A job analysed on ``slices`` instances, with one output file, delivered (DONE)."""
     job = await routed_job(router, await add_series(router.ctx, slices=slices))
     result = router.ctx.storage.result_path(job.id, "sr", f"2.25.{job.id}1")
@@ -103,12 +102,12 @@ async def delivered_job(router: RouterHarness, tmp_path: Path, slices: int = 20)
 
 
 async def test_a_series_that_grew_after_delivery_is_checked_and_analysed_again(
-    router: RouterHarness, tmp_path: Path
+    router: RouterHarness,
 ) -> None:
     """F1: the job was analysed on a part; the PACS sends all; the job is re-opened, its
     old results dropped, and queued for an analysis of every instance."""
     await add_rule(router.ctx, destinations=[("pacs", True)])
-    job = await delivered_job(router, tmp_path, slices=20)
+    job = await delivered_job(router, slices=20)
     await router.eventually(lambda: requested(router, job.id) == 1)
     series = await grow(router.ctx, job.series, 20)
 
@@ -192,10 +191,10 @@ async def _has_line(router: RouterHarness, job_id: int, text: str) -> bool:
 
 
 async def test_an_identical_resend_is_written_in_the_job_log_and_analyses_nothing(
-    router: RouterHarness, tmp_path: Path
+    router: RouterHarness,
 ) -> None:
     await add_rule(router.ctx, destinations=[("pacs", True)])
-    job = await delivered_job(router, tmp_path)
+    job = await delivered_job(router)
     resent = SeriesResent(
         series_id=job.series_id,
         series_uid=job.series.series_uid,
@@ -215,11 +214,11 @@ async def test_an_identical_resend_is_written_in_the_job_log_and_analyses_nothin
 
 
 async def test_with_identical_resend_reanalyse_a_resent_series_is_analysed_again(
-    router: RouterHarness, tmp_path: Path
+    router: RouterHarness,
 ) -> None:
     router.ctx.settings.identical_resend = "reanalyse"
     await add_rule(router.ctx, destinations=[("pacs", True)])
-    job = await delivered_job(router, tmp_path)
+    job = await delivered_job(router)
     await router.ctx.bus.publish(
         SeriesResent(
             series_id=job.series_id,
@@ -235,10 +234,10 @@ async def test_with_identical_resend_reanalyse_a_resent_series_is_analysed_again
 
 
 async def test_an_operators_reanalysis_reopens_the_job_and_redelivers_to_the_same_destination(
-    router: RouterHarness, tmp_path: Path
+    router: RouterHarness,
 ) -> None:
     await add_rule(router.ctx, destinations=[("pacs", True)])
-    job = await delivered_job(router, tmp_path)
+    job = await delivered_job(router)
     await set_job(router.ctx, job.id, status=JobStatus.ANALYSED)
     await finish_analysis(router, job)
     await router.eventually(lambda: _delivery_of(router, job.id))
