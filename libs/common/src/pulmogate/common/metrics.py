@@ -6,7 +6,17 @@ INSTANCES_RECEIVED = Counter(
     "pulmogate_instances_received_total", "C-STORE requests answered", ["status"]
 )
 SERIES_COMPLETED = Counter("pulmogate_series_completed_total", "Series announced as complete")
-JOBS_FINISHED = Counter("pulmogate_jobs_finished_total", "Jobs that reached a state", ["status"])
+JOBS_FINISHED = Counter(
+    "pulmogate_jobs_finished_total",
+    "Jobs that became final, by state (once per analysis outcome; resends do not count)",
+    ["status"],
+)
+JOBS_REOPENED = Counter(
+    "pulmogate_jobs_reopened_total",
+    "Jobs checked and analysed again (grown: more instances; resent; requested)",
+    ["reason"],
+)
+JOB_RESENDS = Counter("pulmogate_job_resends_total", "Resends of a job's results requested")
 ANALYSIS_SECONDS = Histogram(
     "pulmogate_analysis_seconds",
     "Analysis time per study",

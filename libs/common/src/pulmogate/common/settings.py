@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         description="Touched every 10 s by a running process's event loop; `pulmogate health`",
     )
 
+    identical_resend: Literal["log", "reanalyse"] = Field(
+        "log",
+        description="A series sent again with nothing new: log it, or analyse it again",
+    )
+
     max_slice_thickness_mm: float = 2.5
     min_slices: int = 16
     language: Literal["en", "ru"] = "en"

@@ -54,6 +54,9 @@ def _summary_fields(job: Job) -> dict[str, object]:
         "series_description": series.series_description,
         "modality": series.modality,
         "instance_count": series.instance_count,
+        "analysed_instance_count": job.analysed_instance_count,
+        "resend_count": job.resend_count or 0,
+        "resent_at": job.resent_at,
         "delivery_counts": dict(Counter(d.status for d in job.deliveries)),
         "purged_at": job.purged_at,
     }
