@@ -1,0 +1,65 @@
+"""The working grid of the qct model: fine pixels averaged into blocks of about 1.5 mm."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WorkingGrid:
+    """In-plane pooling ``factor`` of a volume and the spacings of both grids."""
+
+    factor: int
+    fine_spacing: tuple[float, float, float]
+    fine_shape: tuple[int, int, int]
+
+    @classmethod
+    def for_volume(
+        cls, shape: tuple[int, ...], spacing: tuple[float, float, float], pixel_mm: float
+    ) -> WorkingGrid:
+        """The largest in-plane factor whose pooled pixel is at most ``pixel_mm`` (1 keeps
+        the fine pixels; slices are never pooled)."""
+        pixel = min(spacing[1], spacing[2])
+        factor = max(1, int(math.floor(pixel_mm / pixel + 1e-6))) if pixel_mm > 0 else 1
+        return cls(factor, spacing, (int(shape[0]), int(shape[1]), int(shape[2])))
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Spacing of the working grid (z, y, x) in mm."""
+        z, y, x = self.fine_spacing
+        return (z, y * self.factor, x * self.factor)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of the working grid (blocks at the far edges may be partial)."""
+        nz, ny, nx = self.fine_shape
+        return (nz, -(-ny // self.factor), -(-nx // self.factor))
+
+    @property
+    def voxel_mm3(self) -> float:
+        """Volume of one working voxel."""
+        return float(np.prod(self.spacing))
+
+    def expand(self, coarse: np.ndarray) -> np.ndarray:
+        """Each working voxel repeated over its fine pixels, cut to the fine shape."""
+        if self.factor == 1:
+            return coarse
+        f = self.factor
+        fine = np.repeat(np.repeat(coarse, f, axis=1), f, axis=2)
+        return fine[:, : self.fine_shape[1], : self.fine_shape[2]]
+
+    def pool_share(self, fine: np.ndarray) -> np.ndarray:
+        """The share of set fine pixels in each working voxel (float32)."""
+        if self.factor == 1:
+            return fine.astype(np.float32)
+        f = self.factor
+        nz, ny, nx = self.shape
+        padded = np.zeros((nz, ny * f, nx * f), np.float32)
+        padded[:, : fine.shape[1], : fine.shape[2]] = fine
+        counts = padded.reshape(nz, ny, f, nx, f).sum(axis=(2, 4))
+        full = np.zeros((ny * f, nx * f), np.float32)
+        full[: fine.shape[1], : fine.shape[2]] = 1.0
+        return counts / np.maximum(full.reshape(ny, f, nx, f).sum(axis=(1, 3)), 1.0)
