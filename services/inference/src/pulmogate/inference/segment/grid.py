@@ -23,7 +23,7 @@ class WorkingGrid:
         """The largest in-plane factor whose pooled pixel is at most ``pixel_mm`` (1 keeps
         the fine pixels; slices are never pooled)."""
         pixel = min(spacing[1], spacing[2])
-        factor = max(1, int(math.floor(pixel_mm / pixel + 1e-6))) if pixel_mm > 0 else 1
+        factor = max(1, math.floor(pixel_mm / pixel + 1e-6)) if pixel_mm > 0 else 1
         return cls(factor, spacing, (int(shape[0]), int(shape[1]), int(shape[2])))
 
     @property
@@ -63,3 +63,24 @@ class WorkingGrid:
         full = np.zeros((ny * f, nx * f), np.float32)
         full[: fine.shape[1], : fine.shape[2]] = 1.0
         return counts / np.maximum(full.reshape(ny, f, nx, f).sum(axis=(1, 3)), 1.0)
+
+
+def pool(mask: np.ndarray, factors: tuple[int, int, int], share: float = 0.0) -> np.ndarray:
+    """(z, y, x) bool -> blocks of ``factors``: set where more than ``share`` of the block's
+    voxels are (0: any voxel; blocks at the far edges may be partial)."""
+    fz, fy, fx = factors
+    nz, ny, nx = mask.shape
+    shape = (-(-nz // fz), -(-ny // fy), -(-nx // fx))
+    padded = np.zeros((shape[0] * fz, shape[1] * fy, shape[2] * fx), np.float32)
+    padded[:nz, :ny, :nx] = mask
+    blocks = padded.reshape(shape[0], fz, shape[1], fy, shape[2], fx)
+    if share <= 0.0:
+        return blocks.max(axis=(1, 3, 5)) > 0
+    return blocks.mean(axis=(1, 3, 5)) > share
+
+
+def unpool(coarse: np.ndarray, factors: tuple[int, int, int], shape: tuple[int, ...]) -> np.ndarray:
+    """Each block of ``pool`` repeated over its voxels, cut to ``shape``."""
+    fz, fy, fx = factors
+    fine = np.repeat(np.repeat(np.repeat(coarse, fz, axis=0), fy, axis=1), fx, axis=2)
+    return fine[: shape[0], : shape[1], : shape[2]]

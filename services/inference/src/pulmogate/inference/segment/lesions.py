@@ -20,7 +20,7 @@ Steps 1 to 4 run on the working grid (about 1.5 mm pixels), step 5 on the input 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cc3d
 import numpy as np
@@ -37,14 +37,14 @@ class LesionSettings:
     """Sizes (mm, mm3) and thresholds of the lesion finder; the card's [lesion_finder] table."""
 
     vessel_levels: int = 3  # vesselness scales: blur sigma about 1.7, 3.4 and 6.9 mm
-    vessel_threshold: float = 0.2  # Frangi vesselness above this ...
+    vessel_threshold: float = 0.1  # Frangi vesselness above this ...
     vessel_core_hu: float = -300.0  # ... where the working mean is this dense is a vessel
     vessel_sleeve_mm: float = 1.0  # partial volume around a vessel
     opening_mm: float = 2.5  # radius: thinner structures are not lesions
     rim_mm: float = 3.0  # no lesion seed this close to the lung's surface
     min_lesion_mm3: float = 300.0  # smaller seeds are dropped
     regrow_mm: float = 3.0  # seeds grow back this far into band tissue
-    frangi: FrangiParameters = FrangiParameters()
+    frangi: FrangiParameters = field(default_factory=FrangiParameters)
 
 
 def find_lesions(
@@ -70,10 +70,7 @@ def find_lesions(
     spacing = grid.spacing
     vessel = _vessels(mean_hu, in_lung, spacing, settings, morphology, providers)
     band = (
-        in_lung
-        & (mean_hu >= bands.ground_glass[0])
-        & (mean_hu < bands.consolidation[1])
-        & ~vessel
+        in_lung & (mean_hu >= bands.ground_glass[0]) & (mean_hu < bands.consolidation[1]) & ~vessel
     )
     seeds = morphology.open(band, Ellipsoid.for_mm(settings.opening_mm, spacing))
     seeds &= morphology.erode(in_lung, Ellipsoid.for_mm(settings.rim_mm, spacing))
@@ -100,7 +97,7 @@ def _vessels(
     """Vessel voxels (with their sleeve) in the box around the lungs."""
     vessel = np.zeros(mean_hu.shape, bool)
     sleeve = Ellipsoid.for_mm(settings.vessel_sleeve_mm, spacing)
-    margin = 4 * (2 ** settings.vessel_levels)  # the coarsest level's reach, in pixels
+    margin = 4 * (2**settings.vessel_levels)  # the coarsest level's reach, in pixels
     box = bounding_box(in_lung, (margin // 2, margin, margin))
     score = vesselness(mean_hu[box], spacing, settings.vessel_levels, settings.frangi, providers)
     cores = (score > settings.vessel_threshold) & (mean_hu[box] > settings.vessel_core_hu)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cc3d
 import numpy as np
 
-from pulmogate.inference.segment.grid import WorkingGrid
+from pulmogate.inference.segment.grid import WorkingGrid, pool, unpool
 from pulmogate.inference.segment.masks import (
     bounding_box,
     components_touching,
@@ -28,12 +28,14 @@ from pulmogate.inference.segment.masks import (
 from pulmogate.inference.segment.morphology import Morphology
 from pulmogate.inference.segment.qct_graph import Bands, Ellipsoid, HuClass
 
+COARSE_MM = 3.0  # block size of the bay closing and the growth
+
 
 @dataclass(frozen=True)
 class LungSettings:
     """Sizes (mm, ml) and shares of the lung finder; the card's [lungs] table sets them."""
 
-    body_opening_mm: float = 3.0  # thinner dense shells (table, blanket, tubes) are not body
+    body_opening_mm: float = 1.5  # thinner dense shells (blanket, tubes) are not body
     core_erosion_mm: float = 2.5  # aerated tissue is eroded this much before it is told apart
     gas_ring_mm: tuple[float, float] = (1.0, 3.5)  # ring around a gas piece, beyond the erosion
     gas_tissue_share: float = 0.6  # a gas piece whose ring is more tissue than this is not lung
@@ -43,7 +45,12 @@ class LungSettings:
     min_part_share: float = 0.01  # ... nor pieces under this share of the largest
     small_closing_mm: float = 5.0  # vessels and airway walls inside the lung
     bay_closing_mm: float = 15.0  # consolidation along the chest wall
+    growth_mm: float = 30.0  # ... and further, into thick partly aerated tissue joined to it
+    growth_opening_mm: float = 2.5  # thinner lesion-dense layers (pleural fat) are not grown into
     surface_mm: float = 5.0  # lesion-dense tissue this close to the skin (fat) is not lung
+    fill_below_hu: float = (
+        -150.0
+    )  # bays and growth add tissue below this (not fat, not soft tissue)
 
 
 @dataclass
@@ -73,14 +80,13 @@ def find_lungs(
         return GridLungs(labels, body)
     core_element = Ellipsoid.for_mm(settings.core_erosion_mm, spacing)
     core = morphology.erode(air, core_element)
-    gas = _gas_outside_lungs(core & (mean_hu < bands.dark_air_below), mean_hu, grid, bands,
-                             settings, morphology)
+    gas = _gas_outside_lungs(
+        core & (mean_hu < bands.dark_air_below), mean_hu, grid, bands, settings, morphology
+    )
     lung_cores, other_cores = _lung_cores(core & ~gas, mean_hu, grid, settings)
     reach = Ellipsoid.for_mm(settings.core_erosion_mm + pixel, spacing)
     candidates = (
-        air
-        & morphology.dilate(lung_cores, reach)
-        & ~morphology.dilate(other_cores | gas, reach)
+        air & morphology.dilate(lung_cores, reach) & ~morphology.dilate(other_cores | gas, reach)
     )
     candidates = components_touching(candidates, lung_cores)
     if not candidates.any():
@@ -88,7 +94,7 @@ def find_lungs(
     split_labels, _ = split_lungs(candidates, body, settings.min_part_share, right_is_low_x)
     allowed = (
         (mean_hu >= bands.ground_glass[0])
-        & (mean_hu < 0.0)
+        & (mean_hu < settings.fill_below_hu)
         & morphology.erode(body, Ellipsoid.flat(max(1, round(settings.surface_mm / pixel))))
         & ~gas
     )
@@ -101,10 +107,13 @@ def find_lungs(
 
 
 def _body(dense: np.ndarray, radius: int, morphology: Morphology) -> np.ndarray:
-    """The patient: the largest dense component after an in-plane opening, holes filled."""
-    if radius > 0 and dense.any():
-        dense = morphology.open(dense, Ellipsoid.flat(radius))
-    return fill_holes_slicewise(largest_component(dense))
+    """The patient: the largest dense component after an in-plane opening, grown back into
+    the dense voxels within the opening's reach (a thin chest wall), holes filled."""
+    if radius <= 0 or not dense.any():
+        return fill_holes_slicewise(largest_component(dense))
+    element = Ellipsoid.flat(radius)
+    core = largest_component(morphology.open(dense, element))
+    return fill_holes_slicewise(core | (morphology.dilate(core, element) & dense))
 
 
 def _gas_outside_lungs(
@@ -128,8 +137,9 @@ def _gas_outside_lungs(
     if count == 0:
         return np.zeros(gas_cores.shape, bool)
     erosion = settings.core_erosion_mm
-    inner = morphology.dilate(labels > 0, Ellipsoid.for_mm(erosion + settings.gas_ring_mm[0],
-                                                             grid.spacing))
+    inner = morphology.dilate(
+        labels > 0, Ellipsoid.for_mm(erosion + settings.gas_ring_mm[0], grid.spacing)
+    )
     outer = morphology.dilate_labels(
         labels.astype(np.float32), Ellipsoid.for_mm(erosion + settings.gas_ring_mm[1], grid.spacing)
     )
@@ -170,16 +180,43 @@ def _complete(
     settings: LungSettings,
     morphology: Morphology,
 ) -> np.ndarray:
-    """One lung completed in 3-D: vessels, enclosed lesions, consolidation bays."""
-    small = Ellipsoid.for_mm(settings.small_closing_mm, spacing)
-    bay = Ellipsoid.for_mm(settings.bay_closing_mm, spacing)
-    margin = (bay.rz + 1, max(bay.radii) + 2, max(bay.radii) + 2)
-    box = bounding_box(part, margin)
-    mask = fill_holes_3d(morphology.close(part[box], small))
-    bays = morphology.close(mask, bay) & ~mask & allowed[box]
+    """One lung completed in 3-D: vessels, enclosed lesions, consolidation bays and thick
+    partly aerated tissue joined to it. The bays and the growth, coarse by nature, run on
+    blocks of about 3 mm (``COARSE_MM``); only allowed working voxels are added."""
+    factors = _coarse_factors(spacing)
+    coarse_spacing = (spacing[0] * factors[0], spacing[1] * factors[1], spacing[2] * factors[2])
+    reach = Ellipsoid.for_mm(settings.bay_closing_mm + settings.growth_mm, coarse_spacing)
+    margin = tuple(
+        f * m
+        for f, m in zip(
+            factors, (reach.rz + 1, max(reach.radii) + 2, max(reach.radii) + 2), strict=True
+        )
+    )
+    box = bounding_box(part, margin)  # type: ignore[arg-type]
+    mask = fill_holes_3d(
+        morphology.close(part[box], Ellipsoid.for_mm(settings.small_closing_mm, spacing))
+    )
+    permitted = allowed[box]
+    coarse = pool(mask, factors)
+    bays = morphology.close(coarse, Ellipsoid.for_mm(settings.bay_closing_mm, coarse_spacing))
+    mask |= unpool(bays, factors, mask.shape) & permitted
+    if settings.growth_mm > 0:
+        thick = morphology.open(
+            pool(permitted, factors, 0.5),
+            Ellipsoid.for_mm(settings.growth_opening_mm, coarse_spacing),
+        )
+        step = Ellipsoid.for_mm(max(coarse_spacing), coarse_spacing)
+        steps = max(1, round(settings.growth_mm / max(coarse_spacing)))
+        grown = morphology.grow(pool(mask, factors), thick, step, steps)
+        mask |= unpool(grown, factors, mask.shape) & permitted
     out = np.zeros(part.shape, bool)
-    out[box] = fill_holes_3d(mask | bays)
+    out[box] = fill_holes_3d(mask)
     return out
+
+
+def _coarse_factors(spacing: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Block sizes (z, y, x) that make voxels of about COARSE_MM."""
+    return tuple(max(1, int(COARSE_MM // s)) for s in spacing)  # type: ignore[return-value]
 
 
 def split_lungs(

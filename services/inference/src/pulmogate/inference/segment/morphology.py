@@ -7,9 +7,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from pulmogate.inference.segment.onnx_runtime import cached_session, releasing_run_options
-from pulmogate.inference.segment.qct_graph import Ellipsoid, build_morphology_graph
+from pulmogate.inference.segment.qct_graph import (
+    Ellipsoid,
+    build_geodesic_graph,
+    build_morphology_graph,
+)
 
-SLAB = 48  # slices per run, plus the halo the steps reach in z
+SLAB = 64  # slices per run at least, plus the halo the steps reach in z (4 halos at least)
 
 
 class Morphology:
@@ -30,8 +34,9 @@ class Morphology:
         halo = sum(e.rz for _, e in steps)
         nz = mask.shape[0]
         out = np.empty(mask.shape, np.float32)
-        for start in range(0, nz, SLAB):
-            stop = min(start + SLAB, nz)
+        slab = max(SLAB, 4 * halo)
+        for start in range(0, nz, slab):
+            stop = min(start + slab, nz)
             lo, hi = max(start - halo, 0), min(stop + halo, nz)
             feed = np.ascontiguousarray(mask[lo:hi], dtype=np.float32)[None, None]
             result = session.run(["out"], {"mask": feed}, releasing_run_options())[0]
@@ -53,3 +58,21 @@ class Morphology:
     def dilate_labels(self, labels: np.ndarray, element: Ellipsoid) -> np.ndarray:
         """Grey dilation of integer labels (< 2**24): the largest label within reach."""
         return np.rint(self.run(labels, [("dilate", element)])).astype(np.int64)
+
+    def grow(
+        self, mask: np.ndarray, allowed: np.ndarray, element: Ellipsoid, steps: int
+    ) -> np.ndarray:
+        """Geodesic dilation: ``steps`` dilations by ``element`` kept inside ``allowed`` (the
+        whole array in one run: the reach along z is not bounded by a slab)."""
+        if steps <= 0:
+            return mask.astype(bool)
+        session = cached_session(
+            f"qct-geodesic-{element.key}x{steps}",
+            lambda: build_geodesic_graph(element, steps),
+            self.providers,
+        )
+        feeds = {
+            "mask": np.ascontiguousarray(mask, dtype=np.float32)[None, None],
+            "allowed": np.ascontiguousarray(allowed, dtype=np.float32)[None, None],
+        }
+        return session.run(["out"], feeds, releasing_run_options())[0][0, 0] > 0.5

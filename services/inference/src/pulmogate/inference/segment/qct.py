@@ -44,7 +44,9 @@ class QctSegmenter:
         lesion_table = dict(raw.get("lesion_finder", {}))
         frangi = _settings(FrangiParameters, lesion_table.pop("frangi", {}))
         self.lesion_settings = _settings(LesionSettings, lesion_table, frangi=frangi)
-        self.working_pixel_mm = float(raw.get("input", {}).get("working_pixel_mm", WORKING_PIXEL_MM))
+        self.working_pixel_mm = float(
+            raw.get("input", {}).get("working_pixel_mm", WORKING_PIXEL_MM)
+        )
         self.morphology = Morphology(providers)
 
     def warm_up(self) -> None:
@@ -75,13 +77,25 @@ class QctSegmenter:
         share = grid.pool_share(lungs > 0)
         grid_lungs = (share >= 0.5).astype(np.uint8)
         return find_lesions(
-            classes, lungs, mean_hu, grid_lungs, grid, self.bands, self.lesion_settings,
-            self.morphology, self.providers,
+            classes,
+            lungs,
+            mean_hu,
+            grid_lungs,
+            grid,
+            self.bands,
+            self.lesion_settings,
+            self.morphology,
+            self.providers,
         )
 
     def _margin_px(self, spacing: tuple[float, float, float]) -> int:
         """In-plane pixels of air to keep around the body: more than any in-plane reach."""
-        reach_mm = self.lung_settings.bay_closing_mm + self.lung_settings.surface_mm + 6.0
+        reach_mm = (
+            self.lung_settings.bay_closing_mm
+            + self.lung_settings.growth_mm
+            + self.lung_settings.surface_mm
+            + 6.0
+        )
         return math.ceil(reach_mm / min(spacing[1], spacing[2])) + 2
 
     def _segment_box(self, hu: np.ndarray, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
@@ -94,8 +108,15 @@ class QctSegmenter:
         )
         lungs = fine_lungs(found.labels, classes, grid, self.morphology)
         lesions = find_lesions(
-            classes, lungs, mean_hu, found.labels, grid, self.bands, self.lesion_settings,
-            self.morphology, self.providers,
+            classes,
+            lungs,
+            mean_hu,
+            found.labels,
+            grid,
+            self.bands,
+            self.lesion_settings,
+            self.morphology,
+            self.providers,
         )
         return lungs, lesions
 

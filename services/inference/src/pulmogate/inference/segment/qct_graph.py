@@ -94,7 +94,7 @@ class Ellipsoid:
     def for_mm(cls, radius_mm: float, spacing: Sequence[float]) -> Ellipsoid:
         """The voxel ellipsoid of a ball of ``radius_mm`` on a (z, y, x) ``spacing`` grid."""
         pixel = 0.5 * (float(spacing[1]) + float(spacing[2]))
-        rz = int(math.floor(radius_mm / float(spacing[0]) + 1e-6))
+        rz = math.floor(radius_mm / float(spacing[0]) + 1e-6)
         radii = []
         for dz in range(rz + 1):
             left = max(radius_mm**2 - (dz * float(spacing[0])) ** 2, 0.0)
@@ -114,6 +114,20 @@ class Ellipsoid:
     @property
     def key(self) -> str:
         return "-".join(str(r) for r in self.radii)
+
+
+MAX_POOL_PIECE = 9  # a pool of size a+b-1 is one of a then one of b; short ones run faster
+
+
+def _pieces(size: int) -> list[int]:
+    """Odd pool sizes <= MAX_POOL_PIECE whose chain is one pool of ``size`` (none for 1)."""
+    pieces = []
+    while size > MAX_POOL_PIECE:
+        pieces.append(MAX_POOL_PIECE)
+        size -= MAX_POOL_PIECE - 1
+    if size > 1:
+        pieces.append(size if size % 2 else size + 1)
+    return pieces
 
 
 def octagon_steps(radius: int) -> list[bool]:
@@ -162,9 +176,7 @@ class _Graph:
         """Same-size max (or mean, outside ignored) filter with a (z, y, x) box kernel."""
         pads = [k // 2 for k in kernel] * 2
         extra: dict[str, Any] = {"count_include_pad": 0} if kind == "AveragePool" else {}
-        return self.op(
-            kind, [x], kernel_shape=list(kernel), pads=pads, strides=[1, 1, 1], **extra
-        )
+        return self.op(kind, [x], kernel_shape=list(kernel), pads=pads, strides=[1, 1, 1], **extra)
 
     def square(self, x: str) -> str:
         """One in-plane 3x3 dilation step (two one-axis passes)."""
@@ -191,22 +203,36 @@ class _Graph:
         return self.op("Slice", [padded, begin, end, self.ints([2])])
 
     def dilate(self, x: str, element: Ellipsoid) -> str:
-        """Dilation by an ellipsoid: octagons of growing radius, each shifted along z."""
-        by_radius: dict[int, list[int]] = {}
-        for dz, radius in enumerate(element.radii):
-            by_radius.setdefault(radius, []).append(dz)
-        out: str | None = None
-        current = x
-        for radius in range(max(element.radii) + 1):
-            if radius > 0:
-                is_square = octagon_steps(max(element.radii))[radius - 1]
-                current = self.square(current) if is_square else self.cross(current)
-            for dz in by_radius.get(radius, []):
-                for shifted in {dz, -dz}:
-                    part = self.shift_z(current, shifted, 0.0)
-                    out = part if out is None else self.op("Max", [out, part])
-        assert out is not None
-        return out
+        """Dilation by an ellipsoid, the union of nested cylinders (in-plane octagon of
+        radius r, z half-height h): octagons of growing radius, the z reach between them
+        applied as they are taken in (Horner's scheme: the z pools add up to rz once)."""
+        cylinders = [
+            (radius, dz)
+            for dz, radius in enumerate(element.radii)
+            if dz == element.rz or element.radii[dz + 1] < radius
+        ]
+        cylinders.sort()  # by radius, growing; the half-heights then shrink
+        schedule = octagon_steps(max(element.radii))
+        current, grown = x, 0
+        acc: str | None = None
+        previous_height = 0
+        for radius, height in cylinders:
+            while grown < radius:
+                current = self.square(current) if schedule[grown] else self.cross(current)
+                grown += 1
+            if acc is None:
+                acc = current
+            else:
+                acc = self.op("Max", [self.z_reach(acc, previous_height - height), current])
+            previous_height = height
+        assert acc is not None
+        return self.z_reach(acc, previous_height)
+
+    def z_reach(self, x: str, height: int) -> str:
+        """Max over z offsets -height..height (chained short pools)."""
+        for piece in _pieces(2 * height + 1):
+            x = self.pool(x, (piece, 1, 1))
+        return x
 
     def erode(self, x: str, element: Ellipsoid) -> str:
         """Erosion as 1 - dilation of 1 - x (outside the input never erodes)."""
@@ -262,7 +288,9 @@ def build_bands_graph(bands: Bands | None = None, factor: int = 1) -> onnx.Model
     smooth = g.pool("hu", (1, 3, 3), "AveragePool")
     classes: str | None = None
     for edge in bands.class_edges:
-        passed = g.op("Cast", [g.op("GreaterOrEqual", [smooth, g.const(edge)])], to=TensorProto.UINT8)
+        passed = g.op(
+            "Cast", [g.op("GreaterOrEqual", [smooth, g.const(edge)])], to=TensorProto.UINT8
+        )
         classes = passed if classes is None else g.op("Add", [classes, passed])
     assert classes is not None
     g.output(classes, "classes")
@@ -296,6 +324,18 @@ def build_morphology_graph(steps: Sequence[tuple[str, Ellipsoid]]) -> onnx.Model
             raise ValueError(f"unknown morphology step {kind!r}")
     g.output(x, "out")
     return g.model("qct_morphology", ["mask"], {"out": TensorProto.FLOAT})
+
+
+def build_geodesic_graph(element: Ellipsoid, steps: int) -> onnx.ModelProto:
+    """mask and allowed (1, 1, z, y, x) 0/1 float -> ``out``: ``steps`` dilations by
+    ``element``, each kept inside ``allowed`` (what the mask reaches through allowed voxels;
+    voxels of the mask itself always stay)."""
+    g = _Graph()
+    x = "mask"
+    for _ in range(steps):
+        x = g.op("Max", [x, g.op("Min", [g.dilate(x, element), "allowed"])])
+    g.output(x, "out")
+    return g.model("qct_geodesic", ["mask", "allowed"], {"out": TensorProto.FLOAT})
 
 
 @dataclass(frozen=True)
@@ -349,9 +389,7 @@ def build_vesselness_graph(
     for axis in range(3):
         total = g.op("Add", [shifted(unit(axis, 1)), shifted(unit(axis, -1))])
         second = g.op("Sub", [total, g.op("Mul", [x, g.const(2.0)])])
-        hessian[(axis, axis)] = g.op(
-            "Mul", [second, g.const(scale / float(spacing[axis]) ** 2)]
-        )
+        hessian[(axis, axis)] = g.op("Mul", [second, g.const(scale / float(spacing[axis]) ** 2)])
     for a, b in ((0, 1), (0, 2), (1, 2)):
         corners = []
         for sa, sb, sign in ((1, 1, 1.0), (1, -1, -1.0), (-1, 1, -1.0), (-1, -1, 1.0)):
@@ -366,8 +404,10 @@ def build_vesselness_graph(
 
     hzz, hyy, hxx = hessian[(0, 0)], hessian[(1, 1)], hessian[(2, 2)]
     hzy, hzx, hyx = hessian[(0, 1)], hessian[(0, 2)], hessian[(1, 2)]
-    mul, add, sub = (lambda p, q: g.op("Mul", [p, q])), (lambda p, q: g.op("Add", [p, q])), (
-        lambda p, q: g.op("Sub", [p, q])
+    mul, add, sub = (
+        (lambda p, q: g.op("Mul", [p, q])),
+        (lambda p, q: g.op("Add", [p, q])),
+        (lambda p, q: g.op("Sub", [p, q])),
     )
     q = g.op("Div", [add(add(hzz, hyy), hxx), g.const(3.0)])
     az, ay, ax = sub(hzz, q), sub(hyy, q), sub(hxx, q)

@@ -13,40 +13,34 @@ BLUR_SIGMA_PX = 1.15  # blur of each level in its own in-plane pixels (two 3-box
 SLAB = 40  # slices per run of the first level (the others are small)
 
 
-def _passes(spacing: tuple[float, float, float]) -> tuple[int, int, int]:
-    """3-box passes per axis for an isotropic blur of BLUR_SIGMA_PX in-plane pixels."""
-    sigma_mm = BLUR_SIGMA_PX * min(spacing[1], spacing[2])
+def _passes(spacing: tuple[float, float, float], sigma_px: float) -> tuple[int, int, int]:
+    """3-box passes per axis (sigma^2 = 2/3 pixel^2 each) for an isotropic blur of
+    ``sigma_px`` in-plane pixels; an axis whose pixels are coarser than twice it gets none."""
+    sigma_mm = sigma_px * min(spacing[1], spacing[2])
     return tuple(  # type: ignore[return-value]
         max(1, round(1.5 * (sigma_mm / s) ** 2)) if sigma_mm / s > 0.5 else 0 for s in spacing
     )
 
 
 def vesselness(
-    hu: np.ndarray, spacing: tuple[float, float, float], levels: int, frangi: FrangiParameters,
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    levels: int,
+    frangi: FrangiParameters,
     providers: str = "auto",
 ) -> np.ndarray:
     """The largest vesselness over ``levels`` scales (blur sigma about 1.15, 2.3, 4.6 ...
-    working pixels), each scale on a grid halved in-plane from the last; (z, y, x) float32.
+    working pixels), each on a grid halved in-plane from the last; (z, y, x) float32.
     """
     best = np.zeros(hu.shape, np.float32)
     level_hu = hu.astype(np.float32)
     level_spacing = spacing
     factor_z, factor_xy = 1, 1
     for _ in range(levels):
-        passes = _passes(level_spacing)
+        passes = _passes(level_spacing, BLUR_SIGMA_PX)
         next_xy = level_spacing[1] * 2
         downsample_z = level_spacing[0] * 2 <= 1.5 * next_xy
-        key = (
-            f"qct-vesselness-{'-'.join(f'{s:.3f}' for s in level_spacing)}-"
-            f"{downsample_z}-{frangi.alpha:g},{frangi.beta:g},{frangi.c_hu:g}"
-        )
-        session = cached_session(
-            key,
-            lambda ls=level_spacing, p=passes, d=downsample_z: build_vesselness_graph(
-                ls, p, frangi, d
-            ),
-            providers,
-        )
+        session = _level_session(level_spacing, passes, downsample_z, frangi, providers)
         halo = 2 * (passes[0] + 1)
         values, nxt = _run_in_slabs(session, level_hu, halo, downsample_z)
         up = np.repeat(np.repeat(np.repeat(values, factor_z, 0), factor_xy, 1), factor_xy, 2)
@@ -63,6 +57,23 @@ def vesselness(
             level_spacing[2] * 2,
         )
     return best
+
+
+def _level_session(
+    spacing: tuple[float, float, float],
+    passes: tuple[int, int, int],
+    downsample_z: bool,
+    frangi: FrangiParameters,
+    providers: str,
+) -> object:
+    """The cached session of one scale's graph."""
+    key = (
+        f"qct-vesselness-{'-'.join(f'{s:.3f}' for s in spacing)}-{passes}-{downsample_z}-"
+        f"{frangi.alpha:g},{frangi.beta:g},{frangi.c_hu:g}"
+    )
+    return cached_session(
+        key, lambda: build_vesselness_graph(spacing, passes, frangi, downsample_z), providers
+    )
 
 
 def _run_in_slabs(
@@ -82,5 +93,7 @@ def _run_in_slabs(
         )
         parts.append(values[0, 0, start - lo : stop - lo])
         zf = 2 if downsample_z else 1
-        nexts.append(nxt[0, 0, (start - lo) // zf : (start - lo) // zf + math.ceil((stop - start) / zf)])
+        nexts.append(
+            nxt[0, 0, (start - lo) // zf : (start - lo) // zf + math.ceil((stop - start) / zf)]
+        )
     return np.concatenate(parts), np.concatenate(nexts)
