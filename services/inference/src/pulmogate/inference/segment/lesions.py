@@ -68,18 +68,28 @@ def find_lesions(
     if not in_lung.any():
         return lesions
     spacing = grid.spacing
-    vessel = _vessels(mean_hu, in_lung, spacing, settings, morphology, providers)
+    opening = Ellipsoid.for_mm(settings.opening_mm, spacing)
+    regrow = Ellipsoid.for_mm(settings.regrow_mm, spacing)
+    reach = max(opening.rz, regrow.rz) + 1, max(*opening.radii, *regrow.radii) + 1
+    box = bounding_box(in_lung, (reach[0], reach[1], reach[1]))
+    lung_box = in_lung[box]
+    mean_box = mean_hu[box]
+    vessel = _vessels(mean_box, lung_box, spacing, settings, morphology, providers)
     band = (
-        in_lung & (mean_hu >= bands.ground_glass[0]) & (mean_hu < bands.consolidation[1]) & ~vessel
+        lung_box
+        & (mean_box >= bands.ground_glass[0])
+        & (mean_box < bands.consolidation[1])
+        & ~vessel
     )
-    seeds = morphology.open(band, Ellipsoid.for_mm(settings.opening_mm, spacing))
-    seeds &= morphology.erode(in_lung, Ellipsoid.for_mm(settings.rim_mm, spacing))
+    seeds = morphology.open(band, opening)
+    seeds &= morphology.erode(lung_box, Ellipsoid.for_mm(settings.rim_mm, spacing))
     min_voxels = max(1, round(settings.min_lesion_mm3 / grid.voxel_mm3))
     seeds = cc3d.dust(seeds, threshold=min_voxels, connectivity=26, in_place=False)
     if not seeds.any():
         return lesions
-    reach = morphology.dilate(seeds, Ellipsoid.for_mm(settings.regrow_mm, spacing)) & ~vessel
-    fine_reach = grid.expand(reach) & (lungs > 0)
+    grown = np.zeros(in_lung.shape, bool)
+    grown[box] = morphology.dilate(seeds, regrow) & ~vessel
+    fine_reach = grid.expand(grown) & (lungs > 0)
     lesions[fine_reach & (classes == HuClass.GROUND_GLASS)] = 1
     consolidation = (classes == HuClass.CONSOLIDATION) | (classes == HuClass.DENSE)
     lesions[fine_reach & consolidation] = 2

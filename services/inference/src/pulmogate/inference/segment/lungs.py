@@ -29,6 +29,7 @@ from pulmogate.inference.segment.morphology import Morphology
 from pulmogate.inference.segment.qct_graph import Bands, Ellipsoid, HuClass
 
 COARSE_MM = 3.0  # block size of the bay closing and the growth
+NEAR_OUTSIDE, NEAR_INSIDE, INTERIOR = 1, 2, 3  # fine_lungs: working voxels at the surface
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,10 @@ def find_lungs(
         core & (mean_hu < bands.dark_air_below), mean_hu, grid, bands, settings, morphology
     )
     lung_cores, other_cores = _lung_cores(core & ~gas, mean_hu, grid, settings)
+    # One label dilation: 2 (not lung) wins over 1 (lung) wherever both are within reach.
+    cores = np.where(other_cores | gas, np.uint8(2), lung_cores.astype(np.uint8))
     reach = Ellipsoid.for_mm(settings.core_erosion_mm + pixel, spacing)
-    candidates = (
-        air & morphology.dilate(lung_cores, reach) & ~morphology.dilate(other_cores | gas, reach)
-    )
+    candidates = air & (morphology.dilate_labels(cores, reach) == 1)
     candidates = components_touching(candidates, lung_cores)
     if not candidates.any():
         return GridLungs(labels, body)
@@ -281,11 +282,14 @@ def fine_lungs(
         return grid_labels
     lung = grid_labels > 0
     step = Ellipsoid.flat(1)
-    interior = grid.expand(morphology.erode(lung, step))
-    inside = grid.expand(lung)
-    near = grid.expand(morphology.dilate(lung, step))
-    keep = interior | (inside & (classes < HuClass.DENSE))
-    keep |= near & ~inside & (classes <= HuClass.GROUND_GLASS)
+    # One working-grid code per voxel, expanded once: label * 4 + where it is.
+    where = np.zeros(lung.shape, np.uint8)
+    where[morphology.dilate(lung, step)] = NEAR_OUTSIDE
+    where[lung] = NEAR_INSIDE
+    where[morphology.erode(lung, step)] = INTERIOR
     grown = morphology.dilate_labels(grid_labels, step).astype(np.uint8)
-    labels = grid.expand(np.where(lung, grid_labels, grown))
-    return np.where(keep, labels, 0).astype(np.uint8)
+    code = grid.expand(np.where(lung, grid_labels, grown) * np.uint8(4) + where)
+    where_fine = code & np.uint8(3)
+    keep = (where_fine == INTERIOR) | ((where_fine == NEAR_INSIDE) & (classes < HuClass.DENSE))
+    keep |= (where_fine == NEAR_OUTSIDE) & (classes <= HuClass.GROUND_GLASS)
+    return np.where(keep, code >> 2, np.uint8(0))

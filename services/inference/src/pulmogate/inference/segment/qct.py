@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 CARD_PATH = MODELS_DIR / "qct.toml"
 BANDS_SLAB = 32  # slices per run of the (in-plane) bands graph
 WORKING_PIXEL_MM = 1.5  # finer pixels are averaged in-plane up to about this
+WORKING_PIXEL_MM_CEIL = 2  # working pixels of margin on top (pooling blocks at the edge)
 
 
 class QctSegmenter:
@@ -89,14 +90,11 @@ class QctSegmenter:
         )
 
     def _margin_px(self, spacing: tuple[float, float, float]) -> int:
-        """In-plane pixels of air to keep around the body: more than any in-plane reach."""
-        reach_mm = (
-            self.lung_settings.bay_closing_mm
-            + self.lung_settings.growth_mm
-            + self.lung_settings.surface_mm
-            + 6.0
-        )
-        return math.ceil(reach_mm / min(spacing[1], spacing[2])) + 2
+        """In-plane pixels of air to keep around the body: more than the reach of the
+        operations on the body itself (its opening, the near-surface band); everything
+        else works inside the body."""
+        reach_mm = max(self.lung_settings.surface_mm, self.lung_settings.body_opening_mm) + 6.0
+        return math.ceil(reach_mm / min(spacing[1], spacing[2])) + 2 * WORKING_PIXEL_MM_CEIL
 
     def _segment_box(self, hu: np.ndarray, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
         """(lungs, lesions) of ``hu``, a box of ``volume`` that holds all of the body."""

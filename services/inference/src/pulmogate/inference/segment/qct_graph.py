@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
@@ -260,11 +261,14 @@ class _Graph:
         inputs: list[str],
         outputs: Mapping[str, int],
         input_type: int = TensorProto.FLOAT,
+        scalars: Sequence[str] = (),
     ) -> onnx.ModelProto:
+        volume_inputs = [helper.make_tensor_value_info(i, input_type, VOLUME_SHAPE) for i in inputs]
+        scalar_inputs = [helper.make_tensor_value_info(i, TensorProto.FLOAT, [1]) for i in scalars]
         graph = helper.make_graph(
             self.nodes,
             name,
-            [helper.make_tensor_value_info(i, input_type, VOLUME_SHAPE) for i in inputs],
+            volume_inputs + scalar_inputs,
             [helper.make_tensor_value_info(o, t, VOLUME_SHAPE) for o, t in outputs.items()],
             initializer=self.initializers,
         )
@@ -347,26 +351,43 @@ class FrangiParameters:
     c_hu: float = 150.0  # structure strength (HU of the scale-normalised Hessian norm)
 
 
-def build_vesselness_graph(
-    spacing: Sequence[float], passes: Sequence[int], frangi: FrangiParameters, downsample_z: bool
-) -> onnx.ModelProto:
-    """hu (1, 1, z, y, x) -> ``vesselness`` at one scale and ``next``, the blurred volume
-    averaged 2x in-plane (and in z when ``downsample_z``) for the next, coarser scale.
+VESSELNESS_WEIGHTS = ("w_zz", "w_yy", "w_xx", "w_zy", "w_zx", "w_yx")
 
-    The scale is set by ``passes`` 3-box blurs per axis (sigma^2 = 2/3 pixel^2 a pass); the
-    Hessian is central differences of the blurred volume in mm, normalised by sigma^2; its
-    eigenvalues are the closed form for symmetric 3x3 matrices (Smith 1961).
+
+def vesselness_weights(spacing: Sequence[float], passes: Sequence[int]) -> dict[str, np.ndarray]:
+    """The Hessian weights of a level (graph inputs, so one graph serves every spacing):
+    sigma^2 / (spacing_a * spacing_b), over 4 for the mixed terms; sigma^2 (mm^2) is the mean
+    over the axes of the blur's variance, 2/3 pixel^2 a 3-box pass."""
+    sigma2 = sum(c * 2.0 / 3.0 * float(s) ** 2 for c, s in zip(passes, spacing, strict=True))
+    scale = sigma2 / 3.0
+    z, y, x = (float(s) for s in spacing)
+    values = (
+        scale / z**2, scale / y**2, scale / x**2,
+        scale / (4 * z * y), scale / (4 * z * x), scale / (4 * y * x),
+    )  # fmt: skip
+    return {
+        name: np.array([v], np.float32) for name, v in zip(VESSELNESS_WEIGHTS, values, strict=True)
+    }
+
+
+def build_vesselness_graph(
+    passes: Sequence[int], frangi: FrangiParameters, downsample_z: bool
+) -> onnx.ModelProto:
+    """hu (1, 1, z, y, x) and the ``vesselness_weights`` -> ``vesselness`` at one scale and
+    ``next``, the blurred volume averaged 2x in-plane (and in z when ``downsample_z``) for
+    the next, coarser scale.
+
+    The scale is set by ``passes`` 3-box blurs per axis; the Hessian is central differences
+    of the blurred volume in mm, normalised by sigma^2 (the weights); its eigenvalues are
+    the closed form for symmetric 3x3 matrices (Smith 1961).
     """
     g = _Graph()
     x = "hu"
-    sigma2 = []
     for axis, count in enumerate(passes):
         kernel = [1, 1, 1]
         kernel[axis] = 3
         for _ in range(count):
             x = g.pool(x, kernel, "AveragePool")
-        sigma2.append(count * 2.0 / 3.0 * float(spacing[axis]) ** 2)
-    scale = sum(sigma2) / 3.0  # sigma^2 in mm^2 (mean over axes)
 
     def shifted(d: Sequence[int]) -> str:
         """x at offset d = (dz, dy, dx), edge values repeated."""
@@ -389,18 +410,17 @@ def build_vesselness_graph(
     for axis in range(3):
         total = g.op("Add", [shifted(unit(axis, 1)), shifted(unit(axis, -1))])
         second = g.op("Sub", [total, g.op("Mul", [x, g.const(2.0)])])
-        hessian[(axis, axis)] = g.op("Mul", [second, g.const(scale / float(spacing[axis]) ** 2)])
-    for a, b in ((0, 1), (0, 2), (1, 2)):
+        hessian[(axis, axis)] = g.op("Mul", [second, VESSELNESS_WEIGHTS[axis]])
+    for (a, b), weight in zip(((0, 1), (0, 2), (1, 2)), VESSELNESS_WEIGHTS[3:], strict=True):
         corners = []
-        for sa, sb, sign in ((1, 1, 1.0), (1, -1, -1.0), (-1, 1, -1.0), (-1, -1, 1.0)):
+        for sa, sb in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
             d = [0, 0, 0]
             d[a], d[b] = sa, sb
-            corners.append((shifted(d), sign))
-        acc = g.op("Sub", [corners[0][0], corners[1][0]])
-        acc = g.op("Sub", [acc, corners[2][0]])
-        acc = g.op("Add", [acc, corners[3][0]])
-        factor = scale / (4.0 * float(spacing[a]) * float(spacing[b]))
-        hessian[(a, b)] = g.op("Mul", [acc, g.const(factor)])
+            corners.append(shifted(d))
+        acc = g.op("Sub", [corners[0], corners[1]])
+        acc = g.op("Sub", [acc, corners[2]])
+        acc = g.op("Add", [acc, corners[3]])
+        hessian[(a, b)] = g.op("Mul", [acc, weight])
 
     hzz, hyy, hxx = hessian[(0, 0)], hessian[(1, 1)], hessian[(2, 2)]
     hzy, hzx, hyx = hessian[(0, 1)], hessian[(0, 2)], hessian[(1, 2)]
@@ -460,5 +480,8 @@ def build_vesselness_graph(
         "next",
     )
     return g.model(
-        "qct_vesselness", ["hu"], {"vesselness": TensorProto.FLOAT, "next": TensorProto.FLOAT}
+        "qct_vesselness",
+        ["hu"],
+        {"vesselness": TensorProto.FLOAT, "next": TensorProto.FLOAT},
+        scalars=VESSELNESS_WEIGHTS,
     )

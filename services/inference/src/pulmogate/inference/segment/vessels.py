@@ -7,7 +7,11 @@ import math
 import numpy as np
 
 from pulmogate.inference.segment.onnx_runtime import cached_session, releasing_run_options
-from pulmogate.inference.segment.qct_graph import FrangiParameters, build_vesselness_graph
+from pulmogate.inference.segment.qct_graph import (
+    FrangiParameters,
+    build_vesselness_graph,
+    vesselness_weights,
+)
 
 BLUR_SIGMA_PX = 1.15  # blur of each level in its own in-plane pixels (two 3-box passes)
 SLAB = 40  # slices per run of the first level (the others are small)
@@ -40,9 +44,10 @@ def vesselness(
         passes = _passes(level_spacing, BLUR_SIGMA_PX)
         next_xy = level_spacing[1] * 2
         downsample_z = level_spacing[0] * 2 <= 1.5 * next_xy
-        session = _level_session(level_spacing, passes, downsample_z, frangi, providers)
+        session = _level_session(passes, downsample_z, frangi, providers)
         halo = 2 * (passes[0] + 1)
-        values, nxt = _run_in_slabs(session, level_hu, halo, downsample_z)
+        weights = vesselness_weights(level_spacing, passes)
+        values, nxt = _run_in_slabs(session, level_hu, weights, halo, downsample_z)
         up = np.repeat(np.repeat(np.repeat(values, factor_z, 0), factor_xy, 1), factor_xy, 2)
         np.maximum(best, up[: hu.shape[0], : hu.shape[1], : hu.shape[2]], out=best)
         if min(nxt.shape) < 4:
@@ -60,24 +65,24 @@ def vesselness(
 
 
 def _level_session(
-    spacing: tuple[float, float, float],
-    passes: tuple[int, int, int],
-    downsample_z: bool,
-    frangi: FrangiParameters,
-    providers: str,
+    passes: tuple[int, int, int], downsample_z: bool, frangi: FrangiParameters, providers: str
 ) -> object:
-    """The cached session of one scale's graph."""
+    """The cached session of one scale's graph (the spacing comes in as weights)."""
     key = (
-        f"qct-vesselness-{'-'.join(f'{s:.3f}' for s in spacing)}-{passes}-{downsample_z}-"
+        f"qct-vesselness-{'-'.join(map(str, passes))}-{downsample_z}-"
         f"{frangi.alpha:g},{frangi.beta:g},{frangi.c_hu:g}"
     )
     return cached_session(
-        key, lambda: build_vesselness_graph(spacing, passes, frangi, downsample_z), providers
+        key, lambda: build_vesselness_graph(passes, frangi, downsample_z), providers
     )
 
 
 def _run_in_slabs(
-    session: object, hu: np.ndarray, halo: int, downsample_z: bool
+    session: object,
+    hu: np.ndarray,
+    weights: dict[str, np.ndarray],
+    halo: int,
+    downsample_z: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Vesselness and the next level of ``hu``, slab by slab (slab starts kept even)."""
     nz = hu.shape[0]
@@ -89,7 +94,7 @@ def _run_in_slabs(
         lo, hi = max(start - halo, 0), min(stop + halo, nz)
         feed = np.ascontiguousarray(hu[lo:hi])[None, None]
         values, nxt = session.run(  # type: ignore[attr-defined]
-            ["vesselness", "next"], {"hu": feed}, releasing_run_options()
+            ["vesselness", "next"], {"hu": feed, **weights}, releasing_run_options()
         )
         parts.append(values[0, 0, start - lo : stop - lo])
         zf = 2 if downsample_z else 1
