@@ -37,7 +37,7 @@ class LesionSettings:
     """Sizes (mm, mm3) and thresholds of the lesion finder; the card's [lesion_finder] table."""
 
     vessel_levels: int = 3  # vesselness scales: blur sigma about 1.7, 3.4 and 6.9 mm
-    vessel_threshold: float = 0.1  # Frangi vesselness above this ...
+    vessel_threshold: float = 0.15  # Frangi vesselness above this (a ball: 0.117 at most) ...
     vessel_core_hu: float = -300.0  # ... where the working mean is this dense is a vessel
     vessel_sleeve_mm: float = 1.0  # partial volume around a vessel
     opening_mm: float = 2.5  # radius: thinner structures are not lesions

@@ -46,7 +46,7 @@ class LungSettings:
     min_part_share: float = 0.01  # ... nor pieces under this share of the largest
     small_closing_mm: float = 5.0  # vessels and airway walls inside the lung
     bay_closing_mm: float = 15.0  # consolidation along the chest wall
-    growth_mm: float = 30.0  # ... and further, into thick partly aerated tissue joined to it
+    growth_mm: float = 60.0  # ... and further, into thick partly aerated tissue joined to it
     growth_opening_mm: float = 2.5  # thinner lesion-dense layers (pleural fat) are not grown into
     surface_mm: float = 5.0  # lesion-dense tissue this close to the skin (fat) is not lung
     fill_below_hu: float = (
@@ -193,7 +193,7 @@ def _complete(
             factors, (reach.rz + 1, max(reach.radii) + 2, max(reach.radii) + 2), strict=True
         )
     )
-    box = bounding_box(part, margin)  # type: ignore[arg-type]
+    box = _aligned(bounding_box(part, margin), factors)  # type: ignore[arg-type]
     mask = fill_holes_3d(
         morphology.close(part[box], Ellipsoid.for_mm(settings.small_closing_mm, spacing))
     )
@@ -213,6 +213,12 @@ def _complete(
     out = np.zeros(part.shape, bool)
     out[box] = fill_holes_3d(mask)
     return out
+
+
+def _aligned(box: tuple[slice, ...], factors: tuple[int, int, int]) -> tuple[slice, ...]:
+    """``box`` with its starts moved down to multiples of ``factors`` (the coarse blocks then
+    sit at the same places whatever box the lung is in)."""
+    return tuple(slice(s.start - s.start % f, s.stop) for s, f in zip(box, factors, strict=True))
 
 
 def _coarse_factors(spacing: tuple[float, float, float]) -> tuple[int, int, int]:

@@ -53,7 +53,11 @@ class Morphology:
         return self.run(mask, [("erode", element), ("dilate", element)]) > 0.5
 
     def close(self, mask: np.ndarray, element: Ellipsoid) -> np.ndarray:
-        return self.run(mask, [("dilate", element), ("erode", element)]) > 0.5
+        """Closing with background beyond the array (so it never grows toward the edges)."""
+        pad = ((element.rz, element.rz), (max(element.radii),) * 2, (max(element.radii),) * 2)
+        padded = np.pad(mask, pad)
+        closed = self.run(padded, [("dilate", element), ("erode", element)]) > 0.5
+        return closed[tuple(slice(p[0], p[0] + n) for p, n in zip(pad, mask.shape, strict=True))]
 
     def dilate_labels(self, labels: np.ndarray, element: Ellipsoid) -> np.ndarray:
         """Grey dilation of integer labels (< 2**24): the largest label within reach."""

@@ -28,6 +28,7 @@ CARD_PATH = MODELS_DIR / "qct.toml"
 BANDS_SLAB = 32  # slices per run of the (in-plane) bands graph
 WORKING_PIXEL_MM = 1.5  # finer pixels are averaged in-plane up to about this
 WORKING_PIXEL_MM_CEIL = 2  # working pixels of margin on top (pooling blocks at the edge)
+BLOCK_ALIGN = 12  # the body box starts at multiples of this many working pixels (coarse blocks)
 
 
 class QctSegmenter:
@@ -65,7 +66,13 @@ class QctSegmenter:
         """
         lungs = np.zeros(volume.hu.shape, np.uint8)
         lesions = np.zeros(volume.hu.shape, np.uint8)
-        box = _dense_box(volume.hu, self.bands.body_above, self._margin_px(volume.spacing))
+        grid = WorkingGrid.for_volume(volume.hu.shape, volume.spacing, self.working_pixel_mm)
+        box = _dense_box(
+            volume.hu,
+            self.bands.body_above,
+            self._margin_px(volume.spacing),
+            align=grid.factor * BLOCK_ALIGN,
+        )
         if box is None:
             return lungs, lesions
         lungs[box], lesions[box] = self._segment_box(volume.hu[box], volume)
@@ -152,9 +159,11 @@ def _settings(kind: type, table: dict[str, Any], **extra: Any) -> Any:
     return kind(**values, **extra)
 
 
-def _dense_box(hu: np.ndarray, above: float, margin: int) -> tuple[slice, ...] | None:
+def _dense_box(
+    hu: np.ndarray, above: float, margin: int, align: int = 1
+) -> tuple[slice, ...] | None:
     """All slices, and the rows and columns around voxels denser than ``above`` plus
-    ``margin`` pixels; None when there are none."""
+    ``margin`` pixels, starting at multiples of ``align``; None when there are none."""
     rows = np.zeros(hu.shape[1], bool)
     cols = np.zeros(hu.shape[2], bool)
     for start in range(0, hu.shape[0], BANDS_SLAB):  # one slab of booleans at a time
@@ -164,8 +173,9 @@ def _dense_box(hu: np.ndarray, above: float, margin: int) -> tuple[slice, ...] |
     if not rows.any():
         return None
     y, x = np.flatnonzero(rows), np.flatnonzero(cols)
+    y0, x0 = max(int(y[0]) - margin, 0), max(int(x[0]) - margin, 0)
     return (
         slice(0, hu.shape[0]),
-        slice(max(int(y[0]) - margin, 0), min(int(y[-1]) + margin + 1, hu.shape[1])),
-        slice(max(int(x[0]) - margin, 0), min(int(x[-1]) + margin + 1, hu.shape[2])),
+        slice(y0 - y0 % align, min(int(y[-1]) + margin + 1, hu.shape[1])),
+        slice(x0 - x0 % align, min(int(x[-1]) + margin + 1, hu.shape[2])),
     )
