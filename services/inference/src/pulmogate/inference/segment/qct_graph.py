@@ -351,6 +351,7 @@ class FrangiParameters:
     c_hu: float = 150.0  # structure strength (HU of the scale-normalised Hessian norm)
 
 
+NEWTON_STEPS = 6  # iterations for the largest eigenvalue's cosine (see build_vesselness_graph)
 VESSELNESS_WEIGHTS = ("w_zz", "w_yy", "w_xx", "w_zy", "w_zx", "w_yx")
 
 
@@ -441,10 +442,18 @@ def build_vesselness_graph(
     det = add(sub(mul(az, minor1), mul(hzy, minor2)), mul(hzx, minor3))
     r = g.op("Div", [det, mul(g.const(2.0), mul(p, mul(p, p)))])
     r = g.op("Clip", [r, g.const(-1.0), g.const(1.0)])
-    phi = g.op("Div", [g.op("Acos", [r]), g.const(3.0)])
-    two_p = mul(p, g.const(2.0))
-    e_max = add(q, mul(two_p, g.op("Cos", [phi])))
-    e_min = add(q, mul(two_p, g.op("Cos", [add(phi, g.const(2.0 * math.pi / 3.0))])))
+    # t = cos(acos(r) / 3), the root of 4t^3 - 3t = r in [1/2, 1], by Newton's method from 1
+    # (no Acos: the CUDA provider has none). It converges fast for tubes (r near 1); near
+    # r = -1 (plates, vesselness 0 anyway) slowly, which does not matter.
+    t = g.const(1.0)
+    for _ in range(NEWTON_STEPS):
+        t2 = mul(t, t)
+        f = sub(mul(t, sub(mul(t2, g.const(4.0)), g.const(3.0))), r)
+        slope = g.op("Max", [sub(mul(t2, g.const(12.0)), g.const(3.0)), g.const(1e-3)])
+        t = g.op("Clip", [sub(t, g.op("Div", [f, slope])), g.const(0.5), g.const(1.0)])
+    root = g.op("Sqrt", [g.op("Max", [sub(g.const(1.0), mul(t, t)), g.const(0.0)])])
+    e_max = add(q, mul(mul(p, g.const(2.0)), t))
+    e_min = sub(q, mul(p, add(t, mul(root, g.const(math.sqrt(3.0))))))
     e_mid = sub(sub(mul(q, g.const(3.0)), e_max), e_min)
     # bright tube: e_min <= e_mid < 0 and |e_max| <= |e_mid|
     tiny = g.const(1e-6)
