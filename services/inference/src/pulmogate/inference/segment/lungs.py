@@ -54,14 +54,6 @@ class LungSettings:
     )  # bays and growth add tissue below this (not fat, not soft tissue)
 
 
-@dataclass
-class GridLungs:
-    """The lungs on the working grid: labels 1 (right) and 2 (left), and the body."""
-
-    labels: np.ndarray  # uint8
-    body: np.ndarray  # bool
-
-
 def find_lungs(
     mean_hu: np.ndarray,
     dense: np.ndarray,
@@ -70,15 +62,16 @@ def find_lungs(
     settings: LungSettings,
     morphology: Morphology,
     right_is_low_x: bool,
-) -> GridLungs:
-    """Lungs from the working-grid mean HU and dense share (see the module docstring)."""
+) -> np.ndarray:
+    """Lung labels (uint8: 1 right, 2 left) on the working grid, from its mean HU and dense
+    share (see the module docstring)."""
     spacing = grid.spacing
     pixel = min(spacing[1], spacing[2])
     body = _body(dense >= 0.5, round(settings.body_opening_mm / pixel), morphology)
     air = (mean_hu < bands.air_below) & body
     labels = np.zeros(mean_hu.shape, np.uint8)
     if not air.any():
-        return GridLungs(labels, body)
+        return labels
     core_element = Ellipsoid.for_mm(settings.core_erosion_mm, spacing)
     core = morphology.erode(air, core_element)
     gas = _gas_outside_lungs(
@@ -91,7 +84,7 @@ def find_lungs(
     candidates = air & (morphology.dilate_labels(cores, reach) == 1)
     candidates = components_touching(candidates, lung_cores)
     if not candidates.any():
-        return GridLungs(labels, body)
+        return labels
     split_labels, _ = split_lungs(candidates, body, settings.min_part_share, right_is_low_x)
     allowed = (
         (mean_hu >= bands.ground_glass[0])
@@ -104,7 +97,7 @@ def find_lungs(
         if part.any():
             completed = _complete(part, allowed, spacing, settings, morphology)
             labels[completed & (labels == 0)] = side
-    return GridLungs(labels, body)
+    return labels
 
 
 def _body(dense: np.ndarray, radius: int, morphology: Morphology) -> np.ndarray:

@@ -108,15 +108,15 @@ class QctSegmenter:
         grid = WorkingGrid.for_volume(hu.shape, volume.spacing, self.working_pixel_mm)
         classes, mean_hu, dense = self._bands(hu, grid.factor)
         right_is_low_x = volume.orientation[0] >= 0 if volume.orientation else True
-        found = find_lungs(
+        grid_lungs = find_lungs(
             mean_hu, dense, grid, self.bands, self.lung_settings, self.morphology, right_is_low_x
         )
-        lungs = fine_lungs(found.labels, classes, grid, self.morphology)
+        lungs = fine_lungs(grid_lungs, classes, grid, self.morphology)
         lesions = find_lesions(
             classes,
             lungs,
             mean_hu,
-            found.labels,
+            grid_lungs,
             grid,
             self.bands,
             self.lesion_settings,
