@@ -184,10 +184,13 @@ def test_a_wrong_called_ae_is_refused_a_non_ct_object_is_discarded_and_the_gatew
     assert jobs["items"] == [] and all(a["series_uid"] != ds.SeriesInstanceUID for a in arrivals)
 
     echo = subprocess.run(
-        ["/usr/bin/echoscu", "-aec", "PULMOGATE", "127.0.0.1", str(gateway.dicom_port)],
+        [
+            *("/usr/bin/echoscu", "-aet", "CT_SCANNER", "-aec", "PULMOGATE"),
+            *("127.0.0.1", str(gateway.dicom_port)),
+        ],
         capture_output=True,
     )
-    assert echo.returncode == 0
+    assert echo.returncode == 0  # a named sender; unnamed ones are rejected by default
     gateway.assert_alive()
 
 

@@ -6,10 +6,11 @@ or the database server); nothing is mocked.
 """
 
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -43,10 +44,34 @@ def wait_echo(gw: Gateway, timeout: float = 30.0) -> None:
             capture_output=True,
             check=False,
         )
-        if echo.returncode == 0:
+        # Under the default source policy an unnamed AE is rejected: also an answer.
+        if echo.returncode == 0 or b"Association Rejected" in echo.stderr + echo.stdout:
             return
         time.sleep(0.2)
     raise AssertionError("receiver did not answer C-ECHO after restart")
+
+
+def wait_api(gw: Gateway, timeout: float = 60.0) -> None:
+    """Wait until the restarted process's API answers /readyz (and C-ECHO)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        gw.assert_alive()
+        try:
+            if httpx.get(f"{gw.api}/readyz", timeout=2).status_code == 200:
+                wait_echo(gw, timeout=max(deadline - time.monotonic(), 1))
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the API did not answer after restart")
+
+
+def sqlite_rows(db_path: Path, query: str) -> list[tuple[object, ...]]:
+    """Rows of one query on the embedded database, read-only (the gateway may be writing)."""
+    with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)) as conn:
+        return list(conn.execute(query).fetchall())
 
 
 def wait_until(

@@ -207,3 +207,38 @@ async def test_unknown_fields_are_refused(client: httpx.AsyncClient) -> None:
 
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "source_aet"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "code"),
+    [
+        ("^(a+)+$", "REGEX_NESTED_REPEAT"),  # the filter that froze the gateway (issue 11)
+        (r"^(\w+\s?)*$", "REGEX_NESTED_REPEAT"),
+        ("^(a|aa)+$", "REGEX_TOO_SLOW"),  # no nested repeat: caught by the timed probes
+    ],
+)
+async def test_a_pathological_filter_is_refused_at_save_with_the_reason(
+    client: httpx.AsyncClient, pattern: str, code: str
+) -> None:
+    created = await client.post(
+        "/api/v1/rules", json={"name": f"slow {code}", "series_description_filter": pattern}
+    )
+    rule = (await client.post("/api/v1/rules", json={"name": f"fine {code}"})).json()
+    updated = await client.patch(
+        f"/api/v1/rules/{rule['id']}", json={"study_description_filter": pattern}
+    )
+
+    assert f"{code}: {pattern!r}" in _field_error(created, "series_description_filter")
+    assert f"{code}: {pattern!r}" in _field_error(updated, "study_description_filter")
+    names = [r["name"] for r in (await client.get("/api/v1/rules")).json()]
+    assert f"slow {code}" not in names
+
+
+async def test_filters_with_repeats_that_cannot_explode_are_accepted(
+    client: httpx.AsyncClient,
+) -> None:
+    for n, pattern in enumerate([r"(\d+\.)+\d+", r"(?i)\bAX\b.*\d+(\.\d+)?\s*mm", r"(.*a){3}"]):
+        response = await client.post(
+            "/api/v1/rules", json={"name": f"ok {n}", "series_description_filter": pattern}
+        )
+        assert response.status_code == 201, response.text

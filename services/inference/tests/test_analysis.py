@@ -181,7 +181,8 @@ def test_noise_floor_is_the_one_in_the_model_card() -> None:
     assert card.raw["grading"]["noise_floor_percent"] == NOISE_FLOOR_PERCENT
     assert any("Lung CT Analyzer" in source for source in card.sources)
     assert card.raw["bands_hu"]["ground_glass"] == [-750.0, -400.0]
-    assert card.raw["bands_hu"]["consolidation"] == [-400.0, 0.0]
+    assert card.raw["bands_hu"]["consolidation"] == [-400.0, 100.0]  # Gattinoni: non-aerated
+    assert any("Gattinoni" in source for source in card.sources)
 
 
 def _with_percent(grade: int, percent: float) -> Analysis:

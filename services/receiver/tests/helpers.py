@@ -21,7 +21,7 @@ from pydicom.uid import (
 from sqlalchemy import select
 
 from pulmogate.common.db.models import Instance, Series
-from pulmogate.common.events import Event, SeriesArrived
+from pulmogate.common.events import Event, SeriesArrived, SeriesResent
 from pulmogate.common.outbox import OutboxRelay
 from pulmogate.common.runtime import Context, close_context, open_context
 from pulmogate.common.settings import Settings
@@ -32,11 +32,13 @@ AE_TITLE = "PULMOGATE"
 
 @dataclass
 class RunningReceiver:
-    """A started receiver, its context and the series.arrived events seen on the bus."""
+    """A started receiver, its context and the series.arrived / series.resent events seen
+    on the bus."""
 
     ctx: Context
     service: ReceiverService
     arrived: list[SeriesArrived] = field(default_factory=list)
+    resent: list[SeriesResent] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -103,10 +105,13 @@ async def start_receiver(
     running = RunningReceiver(ctx, service)
 
     async def on_arrived(event: Event) -> None:
-        assert isinstance(event, SeriesArrived)
-        running.arrived.append(event)
+        if isinstance(event, SeriesResent):
+            running.resent.append(event)
+        else:
+            assert isinstance(event, SeriesArrived)
+            running.arrived.append(event)
 
-    await ctx.bus.subscribe("test.receiver", ["series.arrived"], on_arrived)
+    await ctx.bus.subscribe("test.receiver", ["series.arrived", "series.resent"], on_arrived)
     ctx.spawn(OutboxRelay(ctx.db, ctx.bus, poll_s=0.2).run(), "outbox-relay")
     await service.start(ctx)
     try:

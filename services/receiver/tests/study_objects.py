@@ -84,3 +84,15 @@ def write_study(folder: Path, *, ct_slices: int = 6) -> tuple[str, str, list[Pat
         _object(study_uid, sop_class, modality, number).save_as(path, enforce_file_format=True)
         paths.append(path)
     return study_uid, series_uid, paths
+
+
+def large_page(path: Path) -> Path:
+    """A Secondary Capture page of 1024 x 768 RGB, as big as PulmoGate's summary."""
+    ds = _object(generate_uid(), SecondaryCaptureImageStorage, "OT", 9002)
+    ds.Rows, ds.Columns = 768, 1024
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.PixelData = np.full((768, 1024, 3), 200, np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path

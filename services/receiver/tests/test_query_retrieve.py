@@ -3,6 +3,7 @@
 import asyncio
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     SecondaryCaptureImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
 )
 
 from pulmogate.common.db.models import Destination, RoutingRule
@@ -313,14 +315,20 @@ async def test_bad_level_is_refused_with_a_reason(
 def storescp(tmp_path: Path):
     """A dcmtk storescp move destination on a free port: (AE title, port, folder)."""
     port, out = free_port(), tmp_path / "moved"
+    aet = f"VIEWER{uuid.uuid4().hex[:8].upper()}"  # the module's tests share one database
     out.mkdir()
     proc = subprocess.Popen(
-        ["/usr/bin/storescp", "-aet", "VIEWER", "-od", str(out), str(port)],
+        ["/usr/bin/storescp", "-aet", aet, "-od", str(out), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        yield "VIEWER", port, out
+        for _ in range(100):  # listening?
+            echo = ["/usr/bin/echoscu", "-aec", aet, "127.0.0.1", str(port)]
+            if subprocess.run(echo, capture_output=True, check=False).returncode == 0:
+                break
+            time.sleep(0.05)
+        yield aet, port, out
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -509,12 +517,21 @@ async def test_under_reject_result_storage_classes_are_not_accepted_for_c_store(
 
 
 async def test_source_policy_applies_to_query_retrieve_as_to_c_store(
-    receiver_on: ReceiverFactory, tmp_path: Path
+    receiver_on: ReceiverFactory, tmp_path: Path, storescp: tuple[str, int, Path]
 ) -> None:
-    async with receiver_on(accept_from="rules") as rx:
+    dest_ae, dest_port, moved = storescp
+    async with receiver_on(accept_from="rules", accept_echo_from_unknown=True) as rx:
         async with rx.ctx.db.session() as session:
             session.add(
                 RoutingRule(name=f"from-{uuid.uuid4().hex[:8]}", source_ae_title="MODALITY1")
+            )
+            session.add(
+                Destination(
+                    name=f"viewer-{uuid.uuid4().hex[:8]}",
+                    host="127.0.0.1",
+                    port=dest_port,
+                    ae_title=dest_ae,
+                )
             )
         study = await hold_study(
             rx, tmp_path, HeldStudy("PHANTOM^POLICY", unique_id("QRA"), "20260105")
@@ -524,6 +541,7 @@ async def test_source_policy_applies_to_query_retrieve_as_to_c_store(
             ae = AE(ae_title=calling_ae)
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
             roles: list[Any] = [build_role(CTImageStorage, scp_role=True)]
             ae.add_requested_context(CTImageStorage)
             assoc = ae.associate(
@@ -550,11 +568,18 @@ async def test_source_policy_applies_to_query_retrieve_as_to_c_store(
                         identifier, StudyRootQueryRetrieveInformationModelGet
                     )
                 ]
-                return [find[-1], get[-1], (len(find), len(get))]
+                move = [
+                    (int(s.Status), str(s.get("ErrorComment", "")))
+                    for s, _ in assoc.send_c_move(
+                        identifier, dest_ae, StudyRootQueryRetrieveInformationModelMove
+                    )
+                ]
+                return [find[-1], get[-1], (len(find), len(get)), move[-1]]
             finally:
                 assoc.release()
 
         stranger = await asyncio.to_thread(requests, "WORKSTATION")
+        moved_for_stranger = list(moved.iterdir())
         named = await asyncio.to_thread(requests, "MODALITY1")
         found = await findscu(
             rx.port, tmp_path / "named", "QueryRetrieveLevel=STUDY",
@@ -562,6 +587,9 @@ async def test_source_policy_applies_to_query_retrieve_as_to_c_store(
         )  # fmt: skip
     refusal = (0x0124, "sender not named by any enabled rule")
     assert stranger[:2] == [refusal, refusal]
+    assert stranger[3] == refusal  # C-MOVE too (it answered 0xC515 before)
+    assert moved_for_stranger == []  # the stranger's C-MOVE sent nothing
+    assert named[3] == (0x0000, "")
     assert named[0] == (0x0000, "") and named[1][0] == 0x0000
     assert named[2][0] == 2  # one match, then success
     assert [str(d.StudyInstanceUID) for d in found] == [study.study_uid]

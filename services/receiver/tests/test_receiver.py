@@ -299,6 +299,8 @@ async def test_late_instance_reopens_the_series_and_announces_it_again(
 async def test_restart_clears_associations_of_the_old_process(
     receiver_on: ReceiverFactory,
 ) -> None:
+    """A series cut off by the old process's end is interrupted: announced only after the
+    idle time without instances (the sender likely sends the rest), not the quiet period."""
     series_uid = generate_uid()
     async with receiver_on() as rx:
         await asyncio.to_thread(send, rx.port, ct_slice(generate_uid(), series_uid, 0))
@@ -308,10 +310,15 @@ async def test_restart_clears_associations_of_the_old_process(
             assert series is not None
             series.status = SeriesStatus.RECEIVING
             series.open_associations = 2  # as a crashed process would leave it
-    async with receiver_on() as restarted:
+    async with receiver_on(series_idle_seconds=2.5) as restarted:
+        await asyncio.sleep(1.5)  # three quiet periods
+        waiting = await restarted.series(series_uid)
         series = await restarted.wait_status(series_uid, SeriesStatus.COMPLETE, timeout=5)
         await restarted.wait_arrivals(series_uid)
-    assert series.open_associations == 0
+    assert waiting is not None and waiting.status == SeriesStatus.RECEIVING
+    assert waiting.open_associations == 0 and waiting.interrupted_at is not None
+    assert series.completed_at is not None
+    assert (series.completed_at - series.interrupted_at).total_seconds() >= 2.5
 
 
 async def test_values_that_break_their_vr_are_stored_and_indexed_without_them(
@@ -341,3 +348,21 @@ async def test_values_that_break_their_vr_are_stored_and_indexed_without_them(
     assert (series.patient_name, series.patient_id) == ("DOE^JANE", "PGID-7731")
     assert series.modality == "CT" and series.patient_birth_date == "PHIBDAY"
     assert "\x00" in str(dcmread(instances[0].path).PatientName)
+
+
+async def test_an_interrupted_series_that_gets_more_completes_after_the_quiet_period(
+    receiver_on: ReceiverFactory,
+) -> None:
+    study, series_uid = generate_uid(), generate_uid()
+    async with receiver_on() as rx:
+        await asyncio.to_thread(send, rx.port, ct_slice(study, series_uid, 0))
+        await rx.wait_arrivals(series_uid)
+        async with rx.ctx.db.session() as session:
+            series = await session.scalar(select(Series).where(Series.series_uid == series_uid))
+            assert series is not None
+            series.status = SeriesStatus.RECEIVING
+            series.open_associations = 1
+    async with receiver_on(series_idle_seconds=60) as restarted:
+        await asyncio.to_thread(send, restarted.port, ct_slice(study, series_uid, 1))
+        await restarted.wait_arrivals(series_uid, timeout=5)
+    assert [e.instance_count for e in restarted.arrivals(series_uid)] == [2]

@@ -36,6 +36,10 @@ def _storescu(port: int, calling: str, *paths: Path) -> list[str]:
     ]
 
 
+def _echoscu(port: int, calling: str) -> list[str]:
+    return ["/usr/bin/echoscu", "-aet", calling, "-aec", AE_TITLE, "127.0.0.1", str(port)]
+
+
 def test_a_rule_with_neither_ae_nor_ip_accepts_every_sender_and_a_cidr_covers_its_hosts() -> None:
     ct1 = SourcePattern("ct1", "10.0.0.0/24", "CT1")
     assert refusal([ct1], "CT1", "10.0.0.9") is None
@@ -62,9 +66,8 @@ async def test_under_rules_an_unnamed_sender_is_rejected_at_association_and_a_na
 
         stranger = await run_tool(*_storescu(rx.port, "STRANGER", *paths))
         disabled = await run_tool(*_storescu(rx.port, "OFF", *paths))
-        echo = await run_tool(
-            "/usr/bin/echoscu", "-aet", "STRANGER", "-aec", AE_TITLE, "127.0.0.1", str(rx.port)
-        )
+        echo = await run_tool(*_echoscu(rx.port, "STRANGER"))
+        named_echo = await run_tool(*_echoscu(rx.port, "CT1"))
         stored_before = await _stored(rx, paths)
         named = await run_tool(*_storescu(rx.port, "CT1", *paths))
         stored_after = await _stored(rx, paths)
@@ -72,10 +75,26 @@ async def test_under_rules_an_unnamed_sender_is_rejected_at_association_and_a_na
     assert stranger.returncode != 0 and disabled.returncode != 0
     assert "Association Rejected" in stranger.stderr, stranger.stderr
     assert "Calling AE Title Not Recognized" in stranger.stderr
-    assert echo.returncode == 0, echo.stderr
+    assert echo.returncode != 0 and "Calling AE Title Not Recognized" in echo.stderr, echo.stderr
+    assert named_echo.returncode == 0, named_echo.stderr
     assert stored_before == 0
     assert named.returncode == 0, named.stderr
     assert stored_after == 2
+
+
+async def test_echo_from_an_unnamed_peer_is_accepted_only_when_configured(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    paths = write_slices(tmp_path / "in", 1)
+    async with receiver_on(accept_from="rules", accept_echo_from_unknown=True) as rx:
+        async with rx.ctx.db.session() as session:
+            session.add(RoutingRule(name="echo-ct2", source_ae_title="CT2"))
+        echo = await run_tool(*_echoscu(rx.port, "STRANGER"))
+        store = await run_tool(*_storescu(rx.port, "STRANGER", *paths))
+        stored = await _stored(rx, paths)
+    assert echo.returncode == 0, echo.stderr
+    assert store.returncode != 0 and "Calling AE Title Not Recognized" in store.stderr
+    assert stored == 0
 
 
 async def test_under_any_an_unnamed_sender_stores(

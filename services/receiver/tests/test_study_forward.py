@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from pulmogate.common.db.models import Instance, Series
 from services.receiver.tests.helpers import AE_TITLE, ReceiverFactory, run_tool
-from services.receiver.tests.study_objects import OTHER_OBJECTS, write_study
+from services.receiver.tests.study_objects import OTHER_OBJECTS, large_page, write_study
 from tests.fixtures.orthanc import run_orthanc
 
 
@@ -109,6 +109,21 @@ async def test_storescu_sends_every_object_and_gets_success_for_each(
     assert "Failed" not in sent.stderr and "error" not in sent.stderr.lower(), sent.stderr
     assert series == [series_uid] and instances == 3
     assert len(files) == 3  # nothing of the discarded objects was written
+
+
+async def test_a_forwarded_page_larger_than_1_mib_gets_success_as_a_ct_slice_would(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    """PulmoGate's own summary page (1024 x 768 RGB, 2.4 MB) forwarded back with the study:
+    bounded by DICOM_MAX_INSTANCE_MB like CT, not by the 1 MiB of small messages."""
+    page = large_page(tmp_path / "page.dcm")
+    assert page.stat().st_size > 2 * (1 << 20)
+    async with receiver_on() as rx:
+        sent = await run_tool(*_storescu(rx.port, page))
+        files = [p for p in rx.ctx.storage.root.rglob("*") if p.is_file()]
+    assert sent.returncode == 0, sent.stderr
+    assert "Failed" not in sent.stderr and "error" not in sent.stderr.lower(), sent.stderr
+    assert files == []  # answered Success, discarded
 
 
 async def test_by_default_every_storage_class_is_accepted_in_both_roles(

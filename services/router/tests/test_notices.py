@@ -3,18 +3,28 @@ with destinations, delivered once inference stored them, never for ignored jobs.
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from pulmogate.common.db.models import (
     Delivery,
     DeliveryStatus,
+    Instance,
     Job,
     JobStatus,
     OutputObject,
+    RoutingRule,
+    utcnow,
 )
-from pulmogate.common.events import AnalysisFinished, Event, NoticeRequested
+from pulmogate.common.events import (
+    AnalysisFinished,
+    DeliveryRequested,
+    Event,
+    NoticeRequested,
+    ReanalysisRequested,
+)
 from pulmogate.common.runtime import Context
 
 from .conftest import RouterHarness, add_series, start_router
@@ -143,3 +153,86 @@ async def test_a_failed_analysis_asks_for_a_notice_and_its_stored_notice_is_deli
         line.startswith("sending the failure notice to pacs-a")
         for line in await logs(harness.ctx, job.id)
     )
+
+
+def announced(harness: RouterHarness, delivery_id: int) -> int:
+    return sum(
+        isinstance(e, DeliveryRequested) and e.delivery_id == delivery_id for e in harness.published
+    )
+
+
+async def test_a_job_re_opened_after_its_results_were_sent_sends_its_new_notice_there(
+    router: tuple[RouterHarness, list[int]],
+) -> None:
+    """Delivered, then re-analysed and refused: the earlier delivery carries the notice."""
+    harness, asked = router
+    ctx = harness.ctx
+    await add_rule(ctx, destinations=[("pacs", True)])
+    job = await routed_job(harness, await add_series(ctx))
+    result = ctx.storage.result_path(job.id, "sr", f"2.25.{job.id}7")
+    result.parent.mkdir(parents=True, exist_ok=True)
+    result.write_bytes(b"earlier result")
+    async with ctx.db.session() as session:
+        row = await session.get(Job, job.id)
+        assert row is not None and row.rule_id is not None
+        rule = await session.get(RoutingRule, row.rule_id)
+        assert rule is not None
+        session.add(
+            Delivery(
+                job_id=job.id,
+                destination_id=rule.destinations[0].id,
+                status=DeliveryStatus.DELIVERED,
+                attempts=1,
+                delivered_at=utcnow(),
+            )
+        )
+        session.add(
+            OutputObject(
+                job_id=job.id,
+                kind="sr",
+                sop_instance_uid=f"2.25.{job.id}7",
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
+                series_uid="2.25.97",
+                path=str(result),
+            )
+        )
+        row.status = JobStatus.DONE
+        row.finished_at = utcnow()
+        await session.execute(
+            update(Instance).where(Instance.series_id == job.series_id).values(slice_thickness=5.0)
+        )
+    await ctx.bus.publish(ReanalysisRequested(job_id=job.id, requested_by="operator"))
+    await harness.eventually(lambda: asked == [job.id])
+    (delivery,) = await _deliveries(ctx, job.id)
+    assert delivery.status == DeliveryStatus.PENDING and delivery.attempts == 0
+    assert delivery.delivered_at is None
+    assert not result.exists()  # the earlier results are gone
+
+    await _store_notice(ctx, job.id)
+    await ctx.bus.publish(AnalysisFinished(job_id=job.id, status=JobStatus.REJECTED))
+    await harness.eventually(lambda: announced(harness, delivery.id) == 1)
+    async with ctx.db.session() as session:
+        row = await session.get(Job, job.id)
+    assert row is not None and row.status == JobStatus.REJECTED
+    assert row.reason_code == "SLICE_TOO_THICK"
+
+
+async def test_reconcile_announces_a_notice_delivery_left_pending(
+    router: tuple[RouterHarness, list[int]],
+) -> None:
+    """A lost delivery.requested of a notice is announced again (the job is not DELIVERING)."""
+    harness, _ = router
+    ctx = harness.ctx
+    await add_rule(ctx, destinations=[("pacs", True)])
+    job = await routed_job(harness, await add_series(ctx, thickness=5.0))
+    await _store_notice(ctx, job.id)
+    await ctx.bus.publish(AnalysisFinished(job_id=job.id, status=JobStatus.REJECTED))
+    await harness.eventually(lambda: len(harness.published) > 0)
+    (delivery,) = await _deliveries(ctx, job.id)
+    await harness.eventually(lambda: announced(harness, delivery.id) == 1)
+    async with ctx.db.session() as session:
+        row = await session.get(Delivery, delivery.id)
+        assert row is not None
+        row.updated_at = utcnow() - timedelta(minutes=10)
+    await harness.service.reconcile(requeue_after_s=30)
+    await harness.eventually(lambda: announced(harness, delivery.id) == 2)

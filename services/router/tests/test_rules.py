@@ -1,9 +1,11 @@
 """Rule matching: IP/CIDR, AE title, regex description filters, priority and disabled rules."""
 
+import time
 from dataclasses import dataclass
 
 from pulmogate.common.routing import (
     SeriesSource,
+    choose,
     describe_no_match,
     first_match,
     mismatches,
@@ -97,3 +99,17 @@ def test_mismatches_lists_each_failing_condition() -> None:
         "source 10.0.0.5 not in 192.168.0.0/16",
         "series 'AX 1mm LUNG' does not match '^HEAD'",
     ]
+
+
+def test_a_filter_that_runs_out_of_time_does_not_match_and_the_reason_says_so() -> None:
+    slow = Rule(1, name="slow", series_description_filter="^(a|aa)+$")
+    fallback = Rule(2, name="fallback", priority=200)
+    source = SeriesSource("10.0.0.5", "CT", "", "a" * 40 + "b")
+
+    start = time.monotonic()
+    winner, _ = choose([slow, fallback], source, timeout_s=0.05)
+    nothing, why = choose([slow], source, timeout_s=0.05)
+
+    assert time.monotonic() - start < 1.0  # stdlib re: hours on this input
+    assert winner is fallback and nothing is None
+    assert "rule 'slow': series description filter: REGEX_TIMEOUT: filter '^(a|aa)+$'" in why

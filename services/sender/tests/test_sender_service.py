@@ -23,22 +23,30 @@ from .conftest import SenderHarness, StorageSCP, start_sender, write_outputs
 
 
 async def delivering_job(
-    ctx: Context, tmp_path: Path, peers: list[tuple[str, int, str]], objects: int = 3
+    ctx: Context,
+    tmp_path: Path,
+    peers: list[tuple[str, int, str]],
+    objects: int = 3,
+    *,
+    status: JobStatus = JobStatus.DELIVERING,
+    kind: str = "overlay",
+    reason_code: str | None = None,
 ) -> tuple[int, list[int], list[str]]:
-    """A DELIVERING job with ``objects`` outputs and one PENDING delivery per (name, port, AE)."""
+    """A DELIVERING job with ``objects`` outputs and one PENDING delivery per (name, port, AE)
+    (or a job in ``status`` whose outputs are of ``kind``)."""
     outputs = write_outputs(tmp_path / f"out-{uuid.uuid4().hex[:6]}", objects)
     async with ctx.db.session() as session:
         series = Series(series_uid=f"2.25.{uuid.uuid4().int}", study_uid="2.25.1", status="routed")
         session.add(series)
         await session.flush()
-        job = Job(series_id=series.id, status=JobStatus.DELIVERING)
+        job = Job(series_id=series.id, status=status, reason_code=reason_code)
         session.add(job)
         await session.flush()
         for uid, path in outputs:
             session.add(
                 OutputObject(
                     job_id=job.id,
-                    kind="overlay",
+                    kind=kind,
                     sop_instance_uid=uid,
                     sop_class_uid="1.2.840.10008.5.1.4.1.1.7",
                     series_uid="2.25.2",
@@ -103,6 +111,48 @@ async def test_outputs_are_delivered_over_one_association_and_the_job_is_done(
     finished = await job(ctx, job_id)
     assert finished.status == JobStatus.DONE and finished.finished_at is not None
     assert f"delivered 3 objects to pacs (PACS@127.0.0.1:{pacs.port})" in await logs(ctx, job_id)
+
+
+async def test_a_failure_notice_is_delivered_and_the_job_keeps_its_outcome(
+    sender: SenderHarness, pacs: StorageSCP, tmp_path: Path
+) -> None:
+    """A rejected job's notice is sent although the job is not DELIVERING; it stays rejected."""
+    pacs.start()
+    ctx = sender.ctx
+    job_id, (delivery_id,), uids = await delivering_job(
+        ctx,
+        tmp_path,
+        [("pacs", pacs.port, "PACS")],
+        objects=2,
+        status=JobStatus.REJECTED,
+        kind="notice",
+        reason_code="SLICE_TOO_THICK",
+    )
+    await ctx.bus.publish(DeliveryRequested(delivery_id=delivery_id))
+    await sender.eventually(lambda: is_status(ctx, delivery_id, DeliveryStatus.DELIVERED))
+    assert dict(pacs.received) == dict.fromkeys(uids, 1)
+    rejected = await job(ctx, job_id)
+    assert rejected.status == JobStatus.REJECTED and rejected.reason_code == "SLICE_TOO_THICK"
+
+
+async def test_a_delivery_of_a_job_re_opened_meanwhile_waits(
+    sender: SenderHarness, pacs: StorageSCP, tmp_path: Path
+) -> None:
+    """Queued again (its series grew): neither its old results nor an old notice are sent."""
+    pacs.start()
+    ctx = sender.ctx
+    _, (results,), _ = await delivering_job(
+        ctx, tmp_path, [("pacs", pacs.port, "PACS")], status=JobStatus.QUEUED
+    )
+    _, (notice,), _ = await delivering_job(
+        ctx, tmp_path, [("pacs2", pacs.port, "PACS")], status=JobStatus.QUEUED, kind="notice"
+    )
+    for delivery_id in (results, notice):
+        await ctx.bus.publish(DeliveryRequested(delivery_id=delivery_id))
+    await asyncio.sleep(0.5)
+    assert await is_status(ctx, results, DeliveryStatus.PENDING)
+    assert await is_status(ctx, notice, DeliveryStatus.PENDING)
+    assert not pacs.received
 
 
 async def test_destination_down_then_up_is_retried_with_backoff_and_delivered_once(

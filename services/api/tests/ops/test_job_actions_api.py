@@ -4,17 +4,29 @@ import io
 import json
 import tempfile
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import selectinload
 
-from pulmogate.common.db.models import Delivery, Instance, Job, OutboxMessage, Series
+from pulmogate.common.db.models import (
+    Delivery,
+    Instance,
+    Job,
+    JobLog,
+    OutboxMessage,
+    Series,
+    utcnow,
+)
 from pulmogate.common.runtime import Context
-from services.api.tests.rows import MakeJob
+from pulmogate.common.workers import GONE_AFTER_S, this_worker
+from services.api.tests.rows import T0, MakeJob
 from tests.fixtures.gateway import storescp
 from tests.fixtures.infra import free_port
+
+FINISHED = T0 + timedelta(seconds=20)
 
 
 async def _job_with_files(ctx: Context, make_job: MakeJob, **fields: object) -> int:
@@ -92,7 +104,10 @@ async def test_a_job_without_results_has_no_zip_and_cannot_be_resent(
 
     assert zipped.status_code == resent.status_code == 409
     assert zipped.json()["detail"] == f"job {job_id} has no results (status rejected)"
-    assert resent.json()["detail"] == f"job {job_id} has no results to send (status rejected)"
+    assert resent.json()["detail"] == (
+        f"job {job_id} has no results to send (status rejected); "
+        f"POST /api/v1/jobs/{job_id}/reanalyse checks and analyses it again"
+    )
     assert missing.status_code == 404
 
 
@@ -102,6 +117,7 @@ async def test_resend_restarts_each_delivery_and_stages_one_event_each(
     job_id = await _job_with_files(
         ctx,
         make_job,
+        finished_at=FINISHED,
         deliveries=[
             {
                 "destination": {"name": "pacs", "host": "h", "port": 104, "ae_title": "PACS"},
@@ -129,7 +145,9 @@ async def test_resend_restarts_each_delivery_and_stages_one_event_each(
         job = await session.get(Job, job_id)
         events = (await session.scalars(select(OutboxMessage))).all()
     assert {(d.status, d.attempts, d.last_error) for d in deliveries} == {("pending", 0, None)}
-    assert job is not None and job.status == "delivering" and job.finished_at is None
+    # The total time stays that of the first delivery; the resend is counted apart.
+    assert job is not None and job.status == "delivering" and job.finished_at == FINISHED
+    assert job.resend_count == 1 and job.resent_at is not None
     assert sorted(json.loads(e.payload)["delivery_id"] for e in events) == sorted(
         body["delivery_ids"]
     )
@@ -151,7 +169,10 @@ async def test_delete_removes_rows_and_files_and_refuses_a_running_job(
     again = await client.delete(f"/api/v1/jobs/{job_id}")
 
     assert deleted.status_code == 204
-    assert refused.status_code == 409 and "analysing" in refused.json()["detail"]
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        f"job {busy} is being analysed: delete it when the analysis has ended"
+    )
     assert again.status_code == 404
     assert [p for p in ctx.storage.root.rglob("*") if p.is_file()] == []
     async with ctx.db.session() as session:
@@ -201,3 +222,98 @@ async def test_an_id_beyond_the_database_integer_range_is_a_422_not_a_500(
 
     assert [r.status_code for r in responses] == [422] * 4
     assert "out of range for the database" in responses[0].json()["detail"]
+
+
+async def _events(ctx: Context) -> list[tuple[str, dict[str, object]]]:
+    async with ctx.db.session() as session:
+        rows = (await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+    return [(r.routing_key, json.loads(r.payload)) for r in rows]
+
+
+async def _clear_outbox(ctx: Context) -> None:
+    async with ctx.db.session() as session:
+        await session.execute(delete(OutboxMessage))
+
+
+async def test_each_state_has_a_defined_answer_to_resend_reanalyse_and_delete(
+    client: httpx.AsyncClient, ctx: Context, make_job: MakeJob
+) -> None:
+    """Queued, analysing by a live process, analysing by a gone one, delivering with a
+    delivery being sent, rejected, done: 200/202/204 or a 409 that says why."""
+    now = utcnow()
+    gone = now - timedelta(seconds=GONE_AFTER_S + 5)
+    sending = {
+        "destination": {"name": "pacs-s", "host": "h", "port": 104, "ae_title": "PACS"},
+        "status": "sending",
+        "attempts": 1,
+    }
+    jobs = {
+        "queued": await make_job(status="queued"),
+        "live": await make_job(status="analysing", worker=this_worker(), worker_seen_at=now),
+        "gone": await make_job(status="analysing", worker="elsewhere/1:42:ab", worker_seen_at=gone),
+        "sending": await _job_with_files(ctx, make_job, status="delivering", deliveries=[sending]),
+        "rejected": await make_job(status="rejected", reason="2 slices, at least 16 are needed"),
+        "done": await _job_with_files(
+            ctx,
+            make_job,
+            finished_at=FINISHED,
+            deliveries=[
+                {
+                    "destination": {"name": "pacs-d", "host": "h", "port": 104, "ae_title": "P"},
+                    "status": "delivered",
+                }
+            ],
+        ),
+    }
+    await _clear_outbox(ctx)
+
+    resend = {k: await client.post(f"/api/v1/jobs/{j}/resend") for k, j in jobs.items()}
+    reanalyse = {k: await client.post(f"/api/v1/jobs/{j}/reanalyse") for k, j in jobs.items()}
+
+    assert {k: r.status_code for k, r in resend.items()} == {
+        "queued": 409,
+        "live": 409,
+        "gone": 409,
+        "sending": 409,
+        "rejected": 409,
+        "done": 200,
+    }
+    assert resend["queued"].json()["detail"] == (
+        f"job {jobs['queued']} is queued for analysis: its results are sent when the analysis ends"
+    )
+    assert "is being analysed by " in resend["live"].json()["detail"]
+    assert "analysis was interrupted (its process is gone)" in resend["gone"].json()["detail"]
+    assert "results are being sent" in resend["sending"].json()["detail"]
+    assert "2 slices, at least 16 are needed" in resend["rejected"].json()["detail"]
+    assert {k: r.status_code for k, r in reanalyse.items()} == {
+        "queued": 409,
+        "live": 409,
+        "gone": 202,
+        "sending": 409,
+        "rejected": 202,
+        "done": 202,
+    }
+    assert reanalyse["rejected"].json() == {
+        "job_id": jobs["rejected"],
+        "status": "rejected",
+        "instances": 120,
+    }
+    requested = [e for e in await _events(ctx) if e[0] == "job.reanalysis_requested"]
+    assert sorted(int(str(e[1]["job_id"])) for e in requested) == sorted(
+        jobs[k] for k in ("gone", "rejected", "done")
+    )
+    async with ctx.db.session() as session:
+        lines = list(
+            await session.scalars(select(JobLog.message).where(JobLog.job_id == jobs["rejected"]))
+        )
+    assert lines == ["re-analysis requested by admin (120 instances)"]
+
+    deleted = {k: (await client.delete(f"/api/v1/jobs/{j}")).status_code for k, j in jobs.items()}
+    assert deleted == {
+        "queued": 204,
+        "live": 409,
+        "gone": 204,
+        "sending": 204,
+        "rejected": 204,
+        "done": 204,
+    }

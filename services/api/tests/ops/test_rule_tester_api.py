@@ -1,6 +1,11 @@
 """POST /api/v1/rules/test: the winning rule and each rule's reasons, CIDR sources included."""
 
+import time
+
 import httpx
+
+from pulmogate.common.db.models import RoutingRule
+from pulmogate.common.runtime import Context
 
 
 async def _rule(client: httpx.AsyncClient, **fields: object) -> int:
@@ -64,3 +69,30 @@ async def test_a_rule_with_a_non_network_cidr_is_refused(client: httpx.AsyncClie
 
     assert response.status_code == 422
     assert "host bits set" in response.json()["detail"][0]["msg"]
+
+
+async def test_a_slow_filter_that_slipped_in_is_reported_timed_out_not_waited_for(
+    client: httpx.AsyncClient, ctx: Context
+) -> None:
+    """A rule stored before filters were checked (written to the DB directly)."""
+    async with ctx.db.session() as session:
+        session.add(RoutingRule(name="legacy slow", series_description_filter="^(a|aa)+$"))
+    await _rule(client, name="chest", priority=200, series_description_filter="CHEST")
+
+    start = time.monotonic()
+    answer = await client.post(
+        "/api/v1/rules/test",
+        json={
+            "source_ip": "10.0.0.1",
+            "calling_ae": "CT",
+            "series_description": "a" * 40 + "b CHEST",
+        },
+    )
+    seconds = time.monotonic() - start
+
+    assert answer.status_code == 200, answer.text
+    assert seconds < 2.0  # stdlib re: minutes on this input
+    verdicts = {v["name"]: v for v in answer.json()["rules"]}
+    (reason,) = verdicts["legacy slow"]["reasons"]
+    assert reason.startswith("series description filter: REGEX_TIMEOUT: filter '^(a|aa)+$'")
+    assert answer.json()["matched_rule_name"] == "chest"

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from pulmogate.common.db.accounts import Role
-from pulmogate.common.db.models import Job, RoutingRule, Series
+from pulmogate.common.db.models import Job, JobLog, RoutingRule, Series
 from pulmogate.common.runtime import Context
 from services.api.tests.conftest import add_user
 from services.api.tests.rows import T0, MakeJob
@@ -312,3 +312,21 @@ async def test_form_confirmations_follow_the_chosen_language(browser: httpx.Asyn
     page = await shown(browser, created)
 
     assert "правило отделение добавлено" in page
+
+
+async def test_a_job_is_analysed_again_from_its_page(
+    browser: httpx.AsyncClient, ctx: Context, make_job: MakeJob
+) -> None:
+    job_id = await make_job(status="rejected", reason="2 slices, at least 16 are needed")
+    busy = await make_job(status="queued")
+    page = (await browser.get(f"/jobs/{job_id}")).text
+    assert f'action="/jobs/{job_id}/reanalyse"' in page
+    assert f'action="/jobs/{busy}/reanalyse"' not in (await browser.get(f"/jobs/{busy}")).text
+
+    asked = await browser.post(f"/jobs/{job_id}/reanalyse", data={"csrf_token": _csrf(page)})
+    assert "analysis requested again (120 instances)" in await shown(browser, asked)
+    refused = await browser.post(f"/jobs/{busy}/reanalyse", data={"csrf_token": _csrf(page)})
+    assert f"job {busy} is queued for analysis" in await shown(browser, refused)
+    async with ctx.db.session() as session:
+        lines = list(await session.scalars(select(JobLog.message).where(JobLog.job_id == job_id)))
+    assert lines == ["re-analysis requested by ui-admin (120 instances)"]

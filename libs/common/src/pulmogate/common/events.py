@@ -30,6 +30,27 @@ class SeriesArrived(Event):
     series_description: str = ""
     modality: str = ""
     instance_count: int
+    # Of the instances that arrived since the last announcement, how many were already stored.
+    instances_received_again: int = 0
+
+
+class SeriesResent(Event):
+    """Instances of an announced series arrived again, all of them already stored."""
+
+    routing_key: ClassVar[str] = "series.resent"
+    series_id: int
+    series_uid: str
+    calling_ae: str
+    peer_ip: str
+    instances: int
+
+
+class ReanalysisRequested(Event):
+    """An operator asked for a job to be checked and analysed again."""
+
+    routing_key: ClassVar[str] = "job.reanalysis_requested"
+    job_id: int
+    requested_by: str
 
 
 class AnalysisRequested(Event):
@@ -66,6 +87,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.routing_key: cls
     for cls in (
         SeriesArrived,
+        SeriesResent,
+        ReanalysisRequested,
         AnalysisRequested,
         AnalysisFinished,
         NoticeRequested,

@@ -11,7 +11,17 @@ INSTANCES_DISCARDED = Counter(
     ["kind"],
 )
 SERIES_COMPLETED = Counter("pulmogate_series_completed_total", "Series announced as complete")
-JOBS_FINISHED = Counter("pulmogate_jobs_finished_total", "Jobs that reached a state", ["status"])
+JOBS_FINISHED = Counter(
+    "pulmogate_jobs_finished_total",
+    "Jobs that became final, by state (once per analysis outcome; resends do not count)",
+    ["status"],
+)
+JOBS_REOPENED = Counter(
+    "pulmogate_jobs_reopened_total",
+    "Jobs checked and analysed again (grown: more instances; resent; requested)",
+    ["reason"],
+)
+JOB_RESENDS = Counter("pulmogate_job_resends_total", "Resends of a job's results requested")
 ANALYSIS_SECONDS = Histogram(
     "pulmogate_analysis_seconds",
     "Analysis time per study",
@@ -19,3 +29,8 @@ ANALYSIS_SECONDS = Histogram(
 )
 DELIVERIES = Counter("pulmogate_deliveries_total", "Delivery attempts by outcome", ["outcome"])
 STORAGE_FREE_PERCENT = Gauge("pulmogate_storage_free_percent", "Free space on storage")
+DICOM_REFUSED = Counter(
+    "pulmogate_dicom_refused_total",
+    "DICOM connections and associations refused or aborted at the edge, by reason",
+    ["reason"],
+)

@@ -5,17 +5,22 @@ Semantics:
 - ``source_ip`` None/empty means any; otherwise one IP address or a CIDR network;
 - ``source_ae_title`` None/empty means any; otherwise the calling AE title, compared exactly
   (AE titles are case-sensitive in DICOM; surrounding spaces are ignored);
-- the description filters are Python regular expressions applied with ``re.search``: a
-  filter matches when it is found anywhere in the description (anchor with ``^…$`` for a
-  whole-value match, prefix ``(?i)`` for case-insensitive). An empty filter matches anything;
-  a filter that does not compile never matches.
+- the description filters are Python regular expressions applied with ``re.search``
+  semantics: a filter matches when it is found anywhere in the description (anchor with
+  ``^…$`` for a whole-value match, prefix ``(?i)`` for case-insensitive). An empty filter
+  matches anything; a filter that does not compile never matches. They run on the ``regex``
+  engine with a time limit (``rule_regex``): a filter that runs out of time does not match,
+  and the reason says so (REGEX_TIMEOUT). Callers run matching in a worker thread.
 """
 
 import ipaddress
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
+
+import regex
+
+from pulmogate.common.rule_regex import DEFAULT_TIMEOUT_S, RegexTimeout, search
 
 
 class RuleLike(Protocol):
@@ -65,38 +70,78 @@ def ae_matches(pattern: str | None, calling_ae: str) -> bool:
     return pattern.strip() == calling_ae.strip()
 
 
-def description_matches(pattern: str | None, description: str) -> bool:
-    """``re.search`` semantics; an empty filter matches, an invalid one never does."""
+@dataclass
+class RuleSnapshot:
+    """A rule's matching fields as plain values, safe to hand to a worker thread."""
+
+    id: int
+    name: str
+    enabled: bool
+    priority: int
+    source_ip: str | None
+    source_ae_title: str | None
+    study_description_filter: str
+    series_description_filter: str
+
+    @classmethod
+    def of(cls, rule: RuleLike) -> "RuleSnapshot":
+        """Copy the fields of ``rule`` (an ORM row is read here, on its own thread)."""
+        return cls(
+            rule.id,
+            rule.name,
+            bool(rule.enabled),
+            rule.priority,
+            rule.source_ip,
+            rule.source_ae_title,
+            rule.study_description_filter,
+            rule.series_description_filter,
+        )
+
+
+def description_matches(
+    pattern: str | None, description: str, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> bool:
+    """``re.search`` semantics; an empty filter matches, an invalid one never does.
+
+    Raises ``RegexTimeout`` when the filter runs out of ``timeout_s``.
+    """
     if not pattern:
         return True
     try:
-        return re.search(pattern, description or "") is not None
-    except re.error:
+        return search(pattern, description or "", timeout_s)
+    except (regex.error, RecursionError, OverflowError, ValueError):
         return False
 
 
-def mismatches(rule: RuleLike, source: SeriesSource) -> list[str]:
+def mismatches(
+    rule: RuleLike, source: SeriesSource, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> list[str]:
     """The attributes of ``source`` that ``rule`` does not accept (empty list = it matches)."""
     failed: list[str] = []
     if not ip_matches(rule.source_ip, source.peer_ip):
         failed.append(f"source {source.peer_ip} not in {rule.source_ip}")
     if not ae_matches(rule.source_ae_title, source.calling_ae):
         failed.append(f"AE {source.calling_ae} is not {rule.source_ae_title}")
-    if not description_matches(rule.study_description_filter, source.study_description):
-        failed.append(
-            f"study {source.study_description!r} does not match {rule.study_description_filter!r}"
-        )
-    if not description_matches(rule.series_description_filter, source.series_description):
-        failed.append(
-            f"series {source.series_description!r} does not match "
-            f"{rule.series_description_filter!r}"
-        )
+    filters = (
+        ("study", rule.study_description_filter, source.study_description),
+        ("series", rule.series_description_filter, source.series_description),
+    )
+    for label, pattern, description in filters:
+        try:
+            matched = description_matches(pattern, description, timeout_s)
+        except RegexTimeout as exc:
+            failed.append(f"{label} description filter: {exc}")
+            continue
+        if not matched:
+            failed.append(f"{label} {description!r} does not match {pattern!r}")
     return failed
 
 
-def rule_matches(rule: RuleLike, source: SeriesSource) -> bool:
+def rule_matches(
+    rule: RuleLike, source: SeriesSource, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> bool:
     """True when ``rule`` is enabled and accepts every attribute of ``source``."""
-    return bool(rule.enabled) and not mismatches(rule, source)
+    return bool(rule.enabled) and not mismatches(rule, source, timeout_s)
 
 
 def ordered(rules: Iterable[R]) -> list[R]:
@@ -104,12 +149,26 @@ def ordered(rules: Iterable[R]) -> list[R]:
     return sorted(rules, key=lambda r: (r.priority, r.id))
 
 
-def first_match(rules: Iterable[R], source: SeriesSource) -> R | None:
+def first_match(
+    rules: Iterable[R], source: SeriesSource, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> R | None:
     """The enabled rule that routes ``source``: the first match by (priority, id), or None."""
+    return choose(list(rules), source, timeout_s)[0]
+
+
+def choose(
+    rules: Sequence[R], source: SeriesSource, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> tuple[R | None, str]:
+    """The winning rule, or None and the sentence saying why (naming any filter timeout)."""
+    timeouts: list[str] = []
     for rule in ordered(rules):
-        if rule_matches(rule, source):
-            return rule
-    return None
+        if not rule.enabled:
+            continue
+        failed = mismatches(rule, source, timeout_s)
+        if not failed:
+            return rule, ""
+        timeouts += [f"rule {rule.name!r}: {f}" for f in failed if "REGEX_TIMEOUT" in f]
+    return None, "; ".join([describe_no_match(source), *timeouts])
 
 
 def describe_no_match(source: SeriesSource) -> str:

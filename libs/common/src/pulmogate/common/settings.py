@@ -33,16 +33,48 @@ class Settings(BaseSettings):
         description="discard: accept every storage class a PACS forwards, keep only CT; "
         "reject: refuse non-CT presentation contexts",
     )
+    accept_echo_from_unknown: bool = Field(
+        False, description="Under accept_from=rules, let unnamed peers open C-ECHO/Q-R associations"
+    )
+    dicom_max_pdu_length: int = Field(
+        16382, ge=4096, le=1 << 24, description="Max P-DATA PDU length advertised; longer aborts"
+    )
+    dicom_max_instance_mb: float = Field(
+        1024.0, gt=0, description="Largest C-STORE dataset a named sender may send; larger aborts"
+    )
+    dicom_request_timeout_s: float = Field(
+        10.0, gt=0, description="ARTIM: the whole A-ASSOCIATE-RQ must arrive within this"
+    )
+    dicom_idle_timeout_s: float = Field(
+        60.0, gt=0, description="An association silent this long (or one PDU this slow) aborts"
+    )
+    dicom_max_pending_per_address: int = Field(
+        16, ge=1, description="Connections per IP address still sending their association request"
+    )
+    dicom_max_associations_per_peer: int = Field(
+        32, ge=1, description="Concurrent associations per calling AE title and IP address"
+    )
+    dicom_max_unknown_associations: int = Field(
+        8, ge=0, description="Concurrent associations of peers no enabled rule names, in total"
+    )
     disk_max_used_percent: float = Field(
         90.0, description="Above this use of the storage volume C-STORE answers 0xA700"
     )
     upload_max_bytes: int = Field(
         4 * 1024**3, description="Largest upload request (multipart body or resumable file)"
     )
+    rule_regex_timeout_ms: float = Field(
+        100.0, gt=0, description="Time limit of one rule description filter on one description"
+    )
     janitor_interval_s: float = Field(3600.0, description="How often retention purges old jobs")
     liveness_file: Path = Field(
         Path("/tmp/pulmogate.alive"),
         description="Touched every 10 s by a running process's event loop; `pulmogate health`",
+    )
+
+    identical_resend: Literal["log", "reanalyse"] = Field(
+        "log",
+        description="A series sent again with nothing new: log it, or analyse it again",
     )
 
     max_slice_thickness_mm: float = 2.5

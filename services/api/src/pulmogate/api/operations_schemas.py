@@ -66,6 +66,14 @@ class ResendResult(BaseModel):
     destinations: list[str]
 
 
+class ReanalyseResult(BaseModel):
+    """A re-analysis handed to the router."""
+
+    job_id: int
+    status: str = Field(description="The job's state when asked (the router re-opens it)")
+    instances: int = Field(description="Instances its series holds: the analysis reads them all")
+
+
 class UploadedSeries(BaseModel):
     """A series stored from an upload and announced for routing."""
 

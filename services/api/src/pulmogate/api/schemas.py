@@ -156,7 +156,9 @@ class JobSummary(BaseModel):
         description="finished_at - the first instance of the series received"
     )
     created_at: datetime
-    finished_at: datetime | None
+    finished_at: datetime | None = Field(
+        description="When the job became final (a resend keeps it; a re-analysis clears it)"
+    )
     calling_ae: str = Field(description="Who sent the series (source)")
     called_ae: str
     peer_ip: str
@@ -171,6 +173,13 @@ class JobSummary(BaseModel):
     patient_id: str = Field(description="PatientID of the series")
     accession_number: str
     study_date: str = Field(description="StudyDate (YYYYMMDD)")
+    analysed_instance_count: int | None = Field(
+        None,
+        description="Instances the job's outcome was decided on (fewer than instance_count: "
+        "it is being checked and analysed again)",
+    )
+    resend_count: int = Field(0, description="Resends of the results requested")
+    resent_at: datetime | None = Field(None, description="The last resend requested")
     delivery_counts: dict[str, int] = Field(
         description="Deliveries of this job by status, e.g. {'delivered': 2, 'retrying': 1}"
     )

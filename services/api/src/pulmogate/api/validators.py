@@ -1,20 +1,24 @@
 """Field checks shared by the create and update schemas (each raises a readable ValueError)."""
 
 import ipaddress
-import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field
+
+from pulmogate.common.rule_regex import shape_refusal
 
 AE_TITLE_MAX = 16
 
 
 def check_regex(value: str) -> str:
-    """A description filter must compile as a Python regular expression."""
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
+    """A description filter must compile and must not nest repeats (``(a+)+``).
+
+    The slower probe for exponential filters runs in the route, off the event loop
+    (``crud.rules.check_filter_speed``).
+    """
+    reason = shape_refusal(value)
+    if reason is not None:
+        raise ValueError(reason)
     return value
 
 

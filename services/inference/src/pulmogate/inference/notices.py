@@ -97,6 +97,7 @@ async def make_notice(ctx: Context, job_id: int) -> None:
             series_number=series.series_number,
             instance_count=series.instance_count,
         )
+        decided = (job.status, job.reason_code, job.analysed_instance_count)
         status = job.status
         paths = [
             Path(p)
@@ -110,6 +111,13 @@ async def make_notice(ctx: Context, job_id: int) -> None:
         log.error("failure notice not built", job_id=job_id, error_type=type(error).__name__)
         stored = []
     async with ctx.db.session() as session:
+        job = await session.get(Job, job_id, with_for_update=ctx.db.lock(Job))
+        if job is None or (job.status, job.reason_code, job.analysed_instance_count) != decided:
+            # Deleted, or re-opened (more instances, a re-analysis) while it was built.
+            for out in stored:
+                ctx.storage.remove(out.path)
+            log.info("failure notice dropped: the job changed meanwhile", job_id=job_id)
+            return
         if not stored:
             add_log(
                 session,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from pulmogate.common.db.models import (
     FINAL_JOB_STATUSES,
@@ -20,12 +20,14 @@ from pulmogate.common.db.models import (
     utcnow,
 )
 from pulmogate.common.events import AnalysisFinished, AnalysisRequested, Event, NoticeRequested
+from pulmogate.common.job_states import analysis_gone, mark_final
 from pulmogate.common.joblog import add_log
-from pulmogate.common.metrics import ANALYSIS_SECONDS, JOBS_FINISHED
+from pulmogate.common.metrics import ANALYSIS_SECONDS
 from pulmogate.common.outbox import enqueue
 from pulmogate.common.refusals import Refusal, RefusalCode
 from pulmogate.common.runtime import Context
 from pulmogate.common.storage import atomic_write, dataset_bytes
+from pulmogate.common.workers import BEAT_EVERY_S, this_worker
 from pulmogate.inference.notices import make_notice
 
 if TYPE_CHECKING:
@@ -135,26 +137,32 @@ class InferenceService:
 
         The analysis is shielded from its consumer: a consumer cancelled by a lost broker
         connection leaves it running, and the redelivered message waits for it (and is
-        acked, or retried if it failed) instead of starting a second analysis.
+        acked, or retried if it failed) instead of starting a second one at the same time.
         """
         if isinstance(event, NoticeRequested):
             assert self.ctx is not None
             await make_notice(self.ctx, event.job_id)
             return
         assert isinstance(event, AnalysisRequested)
-        running = self._running.get(event.job_id)
-        if running is not None:
+        while (running := self._running.get(event.job_id)) is not None:
             log.info("job being analysed here already, waiting for it", job_id=event.job_id)
             await asyncio.shield(running)
-            return
+        # Usually a no-op now (the job is analysed); it analyses again when the job was
+        # queued again meanwhile (its results were then discarded).
         analysis = asyncio.create_task(self._analyse_job(event))
         self._running[event.job_id] = analysis
-        analysis.add_done_callback(lambda _t: self._running.pop(event.job_id, None))
+        analysis.add_done_callback(lambda task: self._forget(event.job_id, task))
         await asyncio.shield(analysis)
 
+    def _forget(self, job_id: int, task: "asyncio.Task[None]") -> None:
+        if self._running.get(job_id) is task:
+            del self._running[job_id]
+
     async def _analyse_job(self, event: AnalysisRequested) -> None:
+        """Claim the job (or take it over from a process that is gone), analyse, record."""
         assert self.ctx is not None
         ctx = self.ctx
+        me = this_worker()
         async with ctx.db.session() as session:
             job = await session.get(Job, event.job_id, with_for_update=ctx.db.lock(Job))
             if job is None:
@@ -163,16 +171,36 @@ class InferenceService:
             if job.status in DONE_STATUSES:
                 log.info("job already analysed, ignoring redelivery", job_id=job.id)
                 return
+            if job.status == JobStatus.ANALYSING:
+                if job.worker != me and not analysis_gone(job):
+                    log.info("job analysed by another process", job_id=job.id, worker=job.worker)
+                    return
+                add_log(
+                    session,
+                    job.id,
+                    SERVICE,
+                    "the previous analysis attempt was interrupted (its process is gone); "
+                    "analysing again",
+                    level="warning",
+                )
             job.status = JobStatus.ANALYSING
-            job.analysis_started_at = utcnow()
+            job.worker = me
+            job.analysis_started_at = job.worker_seen_at = utcnow()
             job.attempts += 1
-            add_log(session, job.id, SERVICE, f"analysis started (model {ctx.settings.model})")
             paths = [
                 Path(p)
                 for p in await session.scalars(
                     select(Instance.path).where(Instance.series_id == job.series_id)
                 )
             ]
+            job.analysed_instance_count = len(paths)
+            add_log(
+                session,
+                job.id,
+                SERVICE,
+                f"analysis started on {len(paths)} instances (model {ctx.settings.model})",
+            )
+        beat = asyncio.create_task(self._beat(event.job_id, me))
         started = time.perf_counter()
         notes: list[str] = []  # what the outputs carry differently from the input, and why
         try:
@@ -185,22 +213,41 @@ class InferenceService:
                     code=str(refusal.code),
                     **error_fields(refusal.__cause__),
                 )
-            await self._finish_refused(event.job_id, refusal, notes)
+            await self._finish_refused(event.job_id, me, refusal, notes)
             return
         except AnalysisError as error:
             log.error(
                 "analysis failed", job_id=event.job_id, step=error.step, **error_fields(error)
             )
-            await self._finish_failed(event.job_id, analysis_error(event.job_id, error.step), notes)
+            await self._finish_failed(
+                event.job_id, me, analysis_error(event.job_id, error.step), notes
+            )
             return
         except Exception as error:  # outside the steps (the worker thread itself)
             log.error("analysis failed", job_id=event.job_id, **error_fields(error))
             await self._finish_failed(
-                event.job_id, analysis_error(event.job_id, "running the analysis"), notes
+                event.job_id, me, analysis_error(event.job_id, "running the analysis"), notes
             )
             return
+        finally:
+            beat.cancel()
         ANALYSIS_SECONDS.observe(time.perf_counter() - started)
-        await self._record(event.job_id, result, notes)
+        await self._record(event.job_id, me, result, notes)
+
+    async def _beat(self, job_id: int, me: str) -> None:
+        """Stamp the job every ``BEAT_EVERY_S`` while this process analyses it."""
+        assert self.ctx is not None
+        while True:
+            await asyncio.sleep(BEAT_EVERY_S)
+            try:
+                async with self.ctx.db.session() as session:
+                    await session.execute(
+                        update(Job)
+                        .where(Job.id == job_id, Job.worker == me)
+                        .values(worker_seen_at=utcnow())
+                    )
+            except Exception as exc:
+                log.warning("analysis heartbeat failed, will retry", job_id=job_id, error=repr(exc))
 
     def _analyse(self, job_id: int, paths: list[Path], notes: list[str]) -> AnalysisResult:
         """Load, segment, quantify, render and store (runs in a worker thread); ``notes``
@@ -284,20 +331,52 @@ class InferenceService:
             outputs=stored,
         )
 
-    async def _record(self, job_id: int, result: AnalysisResult, notes: list[str]) -> None:
-        """Store the results and announce them, in one transaction."""
+    def _still_mine(self, job: Job | None, me: str, paths: list[Path]) -> bool:
+        """The job is still this process's analysis; when it was deleted meanwhile, the
+        files just written are removed (nothing else refers to them)."""
         assert self.ctx is not None
-        async with self.ctx.db.session() as session:
-            job = await session.get(Job, job_id)
-            if job is None:
-                return
-            known = set(
-                await session.scalars(
-                    select(OutputObject.sop_instance_uid).where(OutputObject.job_id == job_id)
-                )
+        if job is None:
+            for path in paths:
+                self.ctx.storage.remove(path)
+            log.info("job deleted during its analysis; results discarded", files=len(paths))
+            return False
+        if job.status != JobStatus.ANALYSING or job.worker != me:
+            log.warning(
+                "job taken over during its analysis; results discarded",
+                job_id=job.id,
+                status=job.status,
+                worker=job.worker,
             )
+            return False
+        return True
+
+    async def _record(self, job_id: int, me: str, result: AnalysisResult, notes: list[str]) -> None:
+        """Store the results (replacing any earlier ones) and announce them, in one
+        transaction."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        async with ctx.db.session() as session:
+            job = await session.get(Job, job_id, with_for_update=ctx.db.lock(Job))
+            if not self._still_mine(job, me, [o.path for o in result.outputs]):
+                return
+            assert job is not None
+            fresh = {o.sop_instance_uid for o in result.outputs}
+            earlier = {
+                o.sop_instance_uid: o.path
+                for o in await session.scalars(
+                    select(OutputObject).where(OutputObject.job_id == job_id)
+                )
+            }
+            replaced = [Path(path) for uid, path in earlier.items() if uid not in fresh]
+            if replaced:
+                await session.execute(
+                    delete(OutputObject).where(
+                        OutputObject.job_id == job_id,
+                        OutputObject.sop_instance_uid.not_in(fresh),
+                    )
+                )
             for out in result.outputs:
-                if out.sop_instance_uid not in known:
+                if out.sop_instance_uid not in earlier:
                     session.add(
                         OutputObject(
                             job_id=job_id,
@@ -309,6 +388,7 @@ class InferenceService:
                         )
                     )
             job.status = JobStatus.ANALYSED
+            job.worker = None
             job.prediction = result.prediction
             job.grade = result.grade
             job.percent = result.percent
@@ -328,31 +408,35 @@ class InferenceService:
                 f"{len(result.outputs)} objects ({', '.join(kinds)})",
             )
             enqueue(session, AnalysisFinished(job_id=job_id, status=JobStatus.ANALYSED))
+        for path in replaced:
+            ctx.storage.remove(path)
         log.info("job analysed", job_id=job_id, grade=result.grade)
 
-    async def _finish_refused(self, job_id: int, refusal: Refusal, notes: list[str]) -> None:
-        await self._finish(job_id, JobStatus.REJECTED, refusal, notes)
+    async def _finish_refused(
+        self, job_id: int, me: str, refusal: Refusal, notes: list[str]
+    ) -> None:
+        await self._finish(job_id, me, JobStatus.REJECTED, refusal, notes)
 
-    async def _finish_failed(self, job_id: int, failure: Refusal, notes: list[str]) -> None:
-        await self._finish(job_id, JobStatus.FAILED, failure, notes)
+    async def _finish_failed(
+        self, job_id: int, me: str, failure: Refusal, notes: list[str]
+    ) -> None:
+        await self._finish(job_id, me, JobStatus.FAILED, failure, notes)
 
     async def _finish(
-        self, job_id: int, status: JobStatus, refusal: Refusal, notes: list[str]
+        self, job_id: int, me: str, status: JobStatus, refusal: Refusal, notes: list[str]
     ) -> None:
         """End a job that could not be analysed, with its reason (and the input notes)."""
         code, reason = refusal.code, str(refusal)
         assert self.ctx is not None
         async with self.ctx.db.session() as session:
-            job = await session.get(Job, job_id)
-            if job is None:
+            job = await session.get(Job, job_id, with_for_update=self.ctx.db.lock(Job))
+            if not self._still_mine(job, me, []):
                 return
-            job.status = status
-            job.reason_code = code
-            job.reason = reason
-            job.analysis_finished_at = job.finished_at = utcnow()
+            assert job is not None
+            mark_final(job, status, code=code, reason=reason)
+            job.analysis_finished_at = utcnow()
             for note in notes:  # attribute names, never values
                 add_log(session, job_id, SERVICE, note, level="warning")
             add_log(session, job_id, SERVICE, reason, level="error")
             enqueue(session, AnalysisFinished(job_id=job_id, status=status))
-        JOBS_FINISHED.labels(status=status).inc()
         log.info("job not analysed", job_id=job_id, status=str(status), code=code)

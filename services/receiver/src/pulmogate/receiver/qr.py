@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import structlog
 from pydicom import Dataset
 from pydicom.uid import UID
-from pynetdicom import AE, evt
+from pynetdicom import AE, build_context, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event as DicomEvent
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -25,6 +25,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
+    Verification,
 )
 
 from pulmogate.common.db.session import Database
@@ -66,6 +67,7 @@ MODELS: dict[str, Model] = {
     StudyRootQueryRetrieveInformationModelMove: Model.STUDY_ROOT,
     StudyRootQueryRetrieveInformationModelGet: Model.STUDY_ROOT,
 }
+VERIFICATION_ONLY = [build_context(Verification)]
 # Result classes the AE only ever sends (C-GET); offered only to peers proposing the SCP role.
 RESULT_STORAGE_CLASSES: list[UID] = [
     SecondaryCaptureImageStorage,
@@ -135,6 +137,8 @@ class QueryRetrieveSCP:
         a peer C-STORE a Secondary Capture into the receiver; it accepts only CT. (Unless
         non-CT objects are accepted and discarded: then every storage class is offered.)
         """
+        if event.assoc.is_rejected or event.assoc.is_aborted:  # by the source policy
+            return
         if not self.guard_result_classes:
             return
         acceptor = event.assoc.acceptor
@@ -225,8 +229,10 @@ class QueryRetrieveSCP:
             return
         refused = self._not_authorised(event)
         if refused is not None:
-            # pynetdicom answers a status only after the destination and a sub-operation count.
-            yield destination.host, destination.port
+            # pynetdicom answers a status only after the destination, a sub-operation count
+            # and an association to the destination; without a context of ours to propose
+            # that association fails (0xC515). Verification is proposed and nothing is sent.
+            yield destination.host, destination.port, {"contexts": VERIFICATION_ONLY}
             yield 1
             yield refused, None
             return

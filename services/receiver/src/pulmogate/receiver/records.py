@@ -132,9 +132,10 @@ async def _record_once(
             select(Instance.id).where(Instance.sop_instance_uid == item.sop_instance_uid)
         )
         if existing is not None:
-            # Stored once already: a resend changes nothing and does not reopen the series.
-            if series.status == SeriesStatus.RECEIVING:
-                series.last_received_at = now
+            # Stored once already: no second row and the series is not reopened; it is
+            # counted, so completion can say the series was received again.
+            series.resent_instances += 1
+            series.last_received_at = now
             return Recorded(series.id, duplicate=True)
         if series.status != SeriesStatus.RECEIVING:
             # A late instance reopens the series; completion announces it again.
@@ -177,11 +178,22 @@ async def release_association(db: Database, series_ids: list[int]) -> None:
 
 
 async def reset_open_associations(db: Database) -> int:
-    """After a restart no association of the old process is open; returns rows reset."""
+    """After a restart no association of the old process is open; returns rows reset.
+
+    A series still RECEIVING with an open association was cut off by the old process's
+    end: it is marked interrupted (completion then waits ``series_idle_seconds`` for the
+    rest, see completion.py).
+    """
+    now = utcnow()
     async with db.session() as session:
-        result = await session.execute(
+        cut = await session.execute(
             update(Series)
             .where(Series.status == SeriesStatus.RECEIVING, Series.open_associations != 0)
+            .values(open_associations=0, interrupted_at=now)
+        )
+        others = await session.execute(
+            update(Series)
+            .where(Series.status != SeriesStatus.RECEIVING, Series.open_associations != 0)
             .values(open_associations=0)
         )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return int(cut.rowcount or 0) + int(others.rowcount or 0)  # type: ignore[attr-defined]

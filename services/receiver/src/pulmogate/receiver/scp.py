@@ -1,6 +1,8 @@
 """The DICOM SCP: association policy, C-ECHO and C-STORE handlers.
 
-Handlers run on pynetdicom's association threads. A C-STORE writes the encoded dataset
+Connections and associations are admitted and read under the edge bounds of
+``admission`` and ``bounded_dul`` (``server`` wires them into pynetdicom). Handlers run on
+pynetdicom's association threads. A C-STORE writes the encoded dataset
 as received (no pixel decoding) with ``atomic_write`` and then waits, on the service's
 event loop, for its rows to commit: success is answered only when both are durable.
 """
@@ -9,6 +11,7 @@ import asyncio
 import errno
 import threading
 from collections.abc import Coroutine
+from dataclasses import replace
 from io import BytesIO
 from typing import Any, TypeVar
 
@@ -19,16 +22,19 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event as DicomEvent
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.syntaxes import ACCEPTED_STORAGE_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
 from pulmogate.common.disk import watermark_refusal
-from pulmogate.common.metrics import INSTANCES_DISCARDED, INSTANCES_RECEIVED
+from pulmogate.common.metrics import DICOM_REFUSED, INSTANCES_DISCARDED, INSTANCES_RECEIVED
+from pulmogate.common.routing import ip_matches
 from pulmogate.common.storage import Storage, atomic_write
 from pulmogate.common.uids import is_valid_uid
+from pulmogate.receiver.admission import Admission, AdmissionLimits
+from pulmogate.receiver.bounded_dul import EdgeLimits
 from pulmogate.receiver.other_objects import (
     ANY_TRANSFER_SYNTAX,
+    CT_CLASSES,
     REJECT,
     DiscardTally,
     class_name,
@@ -36,7 +42,7 @@ from pulmogate.receiver.other_objects import (
     is_localizer,
     storage_classes,
 )
-from pulmogate.receiver.policy import brings_images, enabled_sources, refusal
+from pulmogate.receiver.policy import SourcePattern, brings_images, enabled_sources, refusal
 from pulmogate.receiver.qr import QueryRetrieveSCP, add_query_retrieve_contexts
 from pulmogate.receiver.records import (
     InstanceConflict,
@@ -45,6 +51,7 @@ from pulmogate.receiver.records import (
     record_instance,
     release_association,
 )
+from pulmogate.receiver.server import GuardedServer, start_guarded_server
 
 log = structlog.get_logger("pulmogate.receiver")
 
@@ -56,6 +63,7 @@ STATUS_CANNOT_UNDERSTAND = 0xC210
 STATUS_PROCESSING_FAILURE = 0x0110
 STATUS_NOT_AUTHORIZED = 0x0124
 REJECT_PERMANENT, REJECT_SOURCE_USER, REJECT_CALLING_AE = 0x01, 0x01, 0x03
+REJECT_TRANSIENT, REJECT_SOURCE_PROVIDER, REJECT_LOCAL_LIMIT = 0x02, 0x03, 0x02
 
 DB_WAIT_S = 120.0
 REQUIRED_UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
@@ -157,17 +165,29 @@ class StoreSCP:
         disk_max_used_percent: float = 100.0,
         max_associations: int = 64,
         non_ct_objects: str = "discard",
+        accept_echo_from_unknown: bool = False,
+        edge: EdgeLimits | None = None,
+        admission: AdmissionLimits | None = None,
     ) -> None:
         self.ae_title = ae_title
         self.non_ct_objects = non_ct_objects
         self.max_associations = max_associations
         self.accept_from = accept_from
+        self.accept_echo_from_unknown = accept_echo_from_unknown
+        # Objects discarded (not a CT to analyse) are bounded as CT instances are: a whole
+        # study forwarded holds summaries and multi-frame objects larger than 1 MiB.
+        self.edge = replace(
+            edge or EdgeLimits(),
+            store_classes=CT_CLASSES | {str(uid) for uid in storage_classes(non_ct_objects)},
+        )
+        self.admission = Admission(admission or AdmissionLimits(max_associations=max_associations))
+        self._sources: list[SourcePattern] = []  # as last read; recognises addresses early
         self.disk_max_used_percent = disk_max_used_percent
         self._refused_assocs: set[int] = set()
         self.storage = storage
         self.db = db
         self.loop = loop
-        self.server: ThreadedAssociationServer | None = None
+        self.server: GuardedServer | None = None
         self._series_by_assoc: dict[int, dict[str, int]] = {}
         self._discarded: dict[int, DiscardTally] = {}
         self._lock = threading.Lock()
@@ -176,7 +196,13 @@ class StoreSCP:
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.ae_title)
         ae.require_called_aet = True
-        ae.maximum_associations = self.max_associations  # pynetdicom's default is 10
+        # Admission counts the slots; pynetdicom's own count (default 10) includes pending
+        # connections, so it is set above everything Admission lets in.
+        limits = self.admission.limits
+        ae.maximum_associations = 2 * limits.max_associations + limits.pending_per_address
+        ae.maximum_pdu_size = self.edge.max_pdu_length
+        ae.acse_timeout = self.edge.request_timeout_s  # also the ARTIM timer
+        ae.network_timeout = self.edge.idle_timeout_s
         ae.add_supported_context(Verification)
         for sop_class in ACCEPTED_STORAGE_CLASSES:
             ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)
@@ -211,7 +237,15 @@ class StoreSCP:
                 guard_result_classes=self.non_ct_objects == REJECT,
             ).handlers(),
         ]
-        self.server = self.ae.start_server((host, port), block=False, evt_handlers=handlers)
+        self.server = start_guarded_server(
+            self.ae,
+            (host, port),
+            evt_handlers=handlers,
+            limits=self.edge,
+            admission=self.admission,
+            may_store=lambda assoc: not self._not_named(assoc),
+            known_address=self._known_address,
+        )
         log.info("dicom scp listening", ae_title=self.ae_title, host=host, port=self.port)
 
     def stop(self) -> None:
@@ -237,28 +271,54 @@ class StoreSCP:
         """C-ECHO: always success."""
         return STATUS_SUCCESS
 
+    def _known_address(self, address: str) -> bool:
+        """True when an enabled rule names ``address`` by IP (as of the last request read)."""
+        return any(p.source_ip and ip_matches(p.source_ip, address) for p in self._sources)
+
+    def _source_refusal(self, calling: str, peer_ip: str) -> str | None:
+        """Why no enabled rule names this sender (None: one does)."""
+        try:
+            self._sources = self._wait(enabled_sources(self.db))
+        except Exception as exc:
+            return f"routing rules unavailable ({type(exc).__name__})"
+        return refusal(self._sources, calling, peer_ip)
+
     def on_requested(self, event: DicomEvent) -> None:
-        """Source policy: under ``rules`` a sender no enabled rule names is rejected here."""
-        if self.accept_from != "rules":
-            return
+        """Admission (per-peer slots) and source policy, once the request is read.
+
+        A peer no enabled rule names is rejected under ``rules``; with
+        ``accept_echo_from_unknown`` it may open a C-ECHO or Query/Retrieve association, on
+        which everything but C-ECHO answers 0x0124.
+        """
         assoc = event.assoc
         request = assoc.requestor.primitive
         calling = str(getattr(request, "calling_ae_title", "") or "").strip()
         peer_ip = str(assoc.requestor.address)
-        try:
-            reason = refusal(self._wait(enabled_sources(self.db)), calling, peer_ip)
-        except Exception as exc:
-            reason = f"routing rules unavailable ({type(exc).__name__})"
-        if reason is None:
-            return
+        reason = self._source_refusal(calling, peer_ip) if self.accept_from == "rules" else None
+        known = reason is None
         contexts = getattr(request, "presentation_context_definition_list", []) or []
-        if not brings_images(cx.abstract_syntax for cx in contexts):
+        if not known and (
+            not self.accept_echo_from_unknown
+            or brings_images(cx.abstract_syntax for cx in contexts)
+        ):
+            DICOM_REFUSED.labels(reason="unknown_peer").inc()
+            log.warning("association rejected", reason=reason, calling_ae=calling, peer_ip=peer_ip)
+            self.admission.end(id(assoc))
+            assoc.acse.send_reject(REJECT_PERMANENT, REJECT_SOURCE_USER, REJECT_CALLING_AE)
+            assoc.kill()  # as pynetdicom does for its own rejections: wait until the peer hung up
+            return
+        slot = self.admission.associate(id(assoc), calling, known=known)
+        if slot is not None:
+            DICOM_REFUSED.labels(reason=slot.code).inc()
+            log.warning(
+                "association rejected", reason=slot.message, calling_ae=calling, peer_ip=peer_ip
+            )
+            assoc.acse.send_reject(REJECT_TRANSIENT, REJECT_SOURCE_PROVIDER, REJECT_LOCAL_LIMIT)
+            assoc.kill()
+            return
+        if not known:
             with self._lock:
                 self._refused_assocs.add(id(assoc))
-            return
-        log.warning("association rejected", reason=reason, calling_ae=calling, peer_ip=peer_ip)
-        assoc.acse.send_reject(REJECT_PERMANENT, REJECT_SOURCE_USER, REJECT_CALLING_AE)
-        assoc.kill()  # as pynetdicom does for its own rejections: wait until the peer hung up
 
     def on_established(self, event: DicomEvent) -> None:
         """Log an accepted association with the presentation contexts it got."""

@@ -5,6 +5,8 @@ import asyncio
 import structlog
 
 from pulmogate.common.runtime import Context
+from pulmogate.receiver.admission import AdmissionLimits
+from pulmogate.receiver.bounded_dul import EdgeLimits
 from pulmogate.receiver.completion import run_completion
 from pulmogate.receiver.records import reset_open_associations
 from pulmogate.receiver.scp import StoreSCP
@@ -42,6 +44,19 @@ class ReceiverService:
             disk_max_used_percent=settings.disk_max_used_percent,
             max_associations=settings.max_associations,
             non_ct_objects=settings.non_ct_objects,
+            accept_echo_from_unknown=settings.accept_echo_from_unknown,
+            edge=EdgeLimits(
+                max_pdu_length=settings.dicom_max_pdu_length,
+                max_instance_bytes=int(settings.dicom_max_instance_mb * (1 << 20)),
+                request_timeout_s=settings.dicom_request_timeout_s,
+                idle_timeout_s=settings.dicom_idle_timeout_s,
+            ),
+            admission=AdmissionLimits(
+                max_associations=settings.max_associations,
+                pending_per_address=settings.dicom_max_pending_per_address,
+                per_peer=settings.dicom_max_associations_per_peer,
+                unknown=settings.dicom_max_unknown_associations,
+            ),
         )
         await asyncio.to_thread(self.scp.start, settings.dicom_host, settings.dicom_port)
         self._completion = ctx.spawn(

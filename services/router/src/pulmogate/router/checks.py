@@ -94,3 +94,27 @@ def check_series(
         or check_slice_count(instances, min_slices)
         or check_geometry(instances)
     )
+
+
+class NumberedLike(Protocol):
+    """The instance field the numbering note reads."""
+
+    instance_number: int | None
+
+
+def numbering_gaps(instances: Sequence[NumberedLike]) -> str | None:
+    """A note when the instance numbers leave holes (a series perhaps not whole), else None.
+
+    Not a refusal: some series are numbered with steps or from a larger acquisition; the
+    job log says it, and the job is analysed again if the missing instances arrive.
+    """
+    numbers = sorted({i.instance_number for i in instances if i.instance_number is not None})
+    if len(numbers) < 2:
+        return None
+    missing = numbers[-1] - numbers[0] + 1 - len(numbers)
+    if missing <= 0:
+        return None
+    return (
+        f"instance numbers run from {numbers[0]} to {numbers[-1]} with {missing} missing: "
+        "the series may not be whole"
+    )

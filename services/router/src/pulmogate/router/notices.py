@@ -56,6 +56,10 @@ async def request_notice(session: AsyncSession, job: Job) -> bool:
     """Ask inference for the job's notice when one is wanted and none exists; True if asked."""
     if not await notice_wanted(session, job) or await _has_notice(session, job):
         return False
+    # Deliveries left from an earlier round of a re-opened job carry the notice this time.
+    for delivery in await session.scalars(select(Delivery).where(Delivery.job_id == job.id)):
+        if delivery.status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
+            _restart(delivery)
     enqueue(session, NoticeRequested(job_id=job.id))
     add_log(session, job.id, SERVICE, "failure notice requested for the rule's destinations")
     log.info("failure notice requested", job_id=job.id)
@@ -69,23 +73,40 @@ async def plan_notice_deliveries(session: AsyncSession, job: Job) -> list[Delive
     rule = await _rule(session, job)
     assert rule is not None
     destinations = [d for d in rule.destinations if d.enabled]
-    existing = set(
-        await session.scalars(select(Delivery.destination_id).where(Delivery.job_id == job.id))
-    )
+    existing = {
+        d.destination_id: d
+        for d in await session.scalars(select(Delivery).where(Delivery.job_id == job.id))
+    }
     created = [
         Delivery(job_id=job.id, destination_id=d.id, status=DeliveryStatus.PENDING)
         for d in destinations
         if d.id not in existing
     ]
-    if not created:
+    # Restarted when the notice was requested (a re-opened job), not yet attempted.
+    waiting = [
+        d
+        for d in existing.values()
+        if d.status == DeliveryStatus.PENDING and d.attempts == 0 and d.next_attempt_at is None
+    ]
+    if not created and not waiting:
         return []
     session.add_all(created)
     await session.flush()
-    for delivery in created:
+    planned = sorted([*waiting, *created], key=lambda d: d.id)
+    for delivery in planned:
         enqueue(session, DeliveryRequested(delivery_id=delivery.id))
     names = ", ".join(f"{d.name} ({d.ae_title}@{d.host}:{d.port})" for d in destinations)
     add_log(session, job.id, SERVICE, f"sending the failure notice to {names}")
-    return created
+    return planned
+
+
+def _restart(delivery: Delivery) -> None:
+    """Back to PENDING at attempt 0, as ``plan_deliveries`` does for new results."""
+    delivery.status = DeliveryStatus.PENDING
+    delivery.attempts = 0
+    delivery.last_error = None
+    delivery.next_attempt_at = None
+    delivery.delivered_at = None
 
 
 async def follow_up(session: AsyncSession, job: Job) -> None:

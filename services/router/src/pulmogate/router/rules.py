@@ -1,11 +1,19 @@
-"""Pick the routing rule for a series: rules from the DB, matching from pulmogate.common.routing."""
+"""Pick the routing rule for a series: rules from the DB, matching from pulmogate.common.routing.
+
+Matching runs in a worker thread on snapshots of the rules: the description filters run on
+the ``regex`` engine, which releases the GIL, with a time limit (``RULE_REGEX_TIMEOUT_MS``),
+so a pathological filter costs at most that per filter and never stalls the event loop.
+"""
+
+import asyncio
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pulmogate.common.db.models import RoutingRule, Series
 from pulmogate.common.db.operations import Upload
-from pulmogate.common.routing import SeriesSource, describe_no_match, first_match
+from pulmogate.common.routing import RuleSnapshot, SeriesSource, choose
+from pulmogate.common.settings import get_settings
 
 
 def source_of(series: Series) -> SeriesSource:
@@ -28,10 +36,13 @@ async def enabled_rules(session: AsyncSession) -> list[RoutingRule]:
     return list((await session.scalars(query)).all())
 
 
-async def rule_for(session: AsyncSession, series: Series) -> tuple[RoutingRule | None, str]:
+async def rule_for(
+    session: AsyncSession, series: Series, *, timeout_s: float | None = None
+) -> tuple[RoutingRule | None, str]:
     """The winning rule (or None) and, when none wins, the sentence saying why.
 
     An upload that named a rule is routed by that rule (if it is still enabled).
+    ``timeout_s`` defaults to the process settings' ``rule_regex_timeout_ms``.
     """
     chosen = await session.scalar(
         select(RoutingRule)
@@ -42,6 +53,10 @@ async def rule_for(session: AsyncSession, series: Series) -> tuple[RoutingRule |
         if chosen.enabled:
             return chosen, ""
         return None, f"the rule {chosen.name!r} chosen for this upload is disabled"
+    if timeout_s is None:
+        timeout_s = get_settings().rule_regex_timeout_ms / 1000
+    rules = {rule.id: rule for rule in await enabled_rules(session)}
+    snapshots = [RuleSnapshot.of(rule) for rule in rules.values()]
     source = source_of(series)
-    rule = first_match(await enabled_rules(session), source)
-    return rule, "" if rule is not None else describe_no_match(source)
+    winner, why = await asyncio.to_thread(lambda: choose(snapshots, source, timeout_s))
+    return (rules[winner.id], "") if winner is not None else (None, why)

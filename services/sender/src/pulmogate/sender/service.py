@@ -19,8 +19,9 @@ from pulmogate.common.db.models import (
     utcnow,
 )
 from pulmogate.common.events import DeliveryRequested, Event
+from pulmogate.common.job_states import mark_final, may_send
 from pulmogate.common.joblog import add_log
-from pulmogate.common.metrics import DELIVERIES, JOBS_FINISHED
+from pulmogate.common.metrics import DELIVERIES
 from pulmogate.common.outbox import enqueue
 from pulmogate.common.runtime import Context
 from pulmogate.sender.backoff import backoff_delay
@@ -87,26 +88,31 @@ class SenderService:
                 log.warning("delivery.requested for an unknown delivery", id=delivery_id)
                 return
             # Lock order: job, then delivery.
-            await session.get(Job, job_id, with_for_update=ctx.db.lock(Job))
+            job = await session.get(Job, job_id, with_for_update=ctx.db.lock(Job))
             delivery = await session.get(
                 Delivery, delivery_id, with_for_update=ctx.db.lock(Delivery)
             )
-            if delivery is None:
+            if delivery is None or job is None:
                 return
             if delivery.status in FINAL:
                 log.info("delivery already final", id=delivery_id, status=delivery.status)
                 return
-            destination = await session.get(Destination, delivery.destination_id)
-            assert destination is not None
-            peer = Peer(destination.name, destination.host, destination.port, destination.ae_title)
-            paths = [
-                Path(p)
-                for p in await session.scalars(
-                    select(OutputObject.path)
+            outputs = (
+                await session.execute(
+                    select(OutputObject.path, OutputObject.kind)
                     .where(OutputObject.job_id == delivery.job_id)
                     .order_by(OutputObject.id)
                 )
-            ]
+            ).all()
+            if not may_send(job.status, (kind for _, kind in outputs)):
+                # Re-opened (more instances, a re-analysis): the router announces the
+                # delivery again with the new results (or the new failure notice).
+                log.info("job not delivering, delivery waits", id=delivery_id, status=job.status)
+                return
+            destination = await session.get(Destination, delivery.destination_id)
+            assert destination is not None
+            peer = Peer(destination.name, destination.host, destination.port, destination.ae_title)
+            paths = [Path(path) for path, _ in outputs]
             if not destination.enabled or not paths:
                 reason = (
                     f"destination {destination.name} is disabled"
@@ -220,15 +226,15 @@ class SenderService:
         if any(status not in FINAL for status, _, _ in rows):
             return
         failed = [(name, error) for status, name, error in rows if status == DeliveryStatus.FAILED]
-        job.finished_at = utcnow()
+        # mark_final: a job final before (a resend) keeps its finished_at and is not counted.
         if failed:
-            job.status = JobStatus.FAILED
-            job.reason = "; ".join(f"delivery to {name} failed: {error}" for name, error in failed)
-            add_log(session, job_id, SERVICE, job.reason, level="error")
+            reason = "; ".join(f"delivery to {name} failed: {error}" for name, error in failed)
+            mark_final(job, JobStatus.FAILED, reason=reason)
+            add_log(session, job_id, SERVICE, reason, level="error")
         else:
-            job.status = JobStatus.DONE
+            job.reason = job.reason_code = None
+            mark_final(job, JobStatus.DONE)
             add_log(session, job_id, SERVICE, f"delivered to all {len(rows)} destination(s)")
-        JOBS_FINISHED.labels(status=job.status).inc()
 
     async def reconcile(self, *, sending_older_than_s: float) -> None:
         """Re-announce deliveries left in SENDING (a crash mid-association); outputs' UIDs are

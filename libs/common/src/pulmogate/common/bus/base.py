@@ -35,6 +35,10 @@ class Bus(abc.ABC):
     delay), then the message goes to the queue's dead-letter queue with the error.
     """
 
+    # False when messages live only in this process: whatever was in flight when a
+    # previous process died is gone, and reconciliation at start must redo all of it.
+    durable: bool = True
+
     @abc.abstractmethod
     async def connect(self) -> None:
         """Open connections and declare the topology."""

@@ -16,6 +16,8 @@ Message = tuple[str, bytes, int]
 class MemoryBus(Bus):
     """Queues are asyncio queues; bindings are exact routing keys."""
 
+    durable = False
+
     def __init__(self) -> None:
         self._queues: dict[str, asyncio.Queue[Message]] = {}
         self._bindings: dict[str, set[str]] = defaultdict(set)

@@ -124,6 +124,10 @@ class Series(Base):
     last_received_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
     last_released_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
+    # Instances received again (already stored) since the series was last announced.
+    resent_instances: Mapped[int] = mapped_column(Integer, default=0)
+    # When a restart found an association of the series open (the series may be partial).
+    interrupted_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     instances: Mapped[list["Instance"]] = relationship(back_populates="series")
 
 
@@ -221,10 +225,18 @@ class Job(Base):
     model_name: Mapped[str | None] = mapped_column(String(50), nullable=True)
     model_version: Mapped[str | None] = mapped_column(String(50), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Instances the job's outcome was decided on (input checks, then the analysis).
+    analysed_instance_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The process analysing the job (``pulmogate.common.workers``) and its last sign of life.
+    worker: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    worker_seen_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
+    resend_count: Mapped[int] = mapped_column(Integer, default=0)
+    resent_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
     analysis_started_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     analysis_finished_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
+    # When the job last became final; a resend keeps it, a re-analysis clears it.
     finished_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     purged_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     series: Mapped[Series] = relationship(lazy="joined")

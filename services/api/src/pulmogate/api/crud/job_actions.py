@@ -1,4 +1,5 @@
-"""What an operator does to a job: resend its results, delete it, pack its results as a zip."""
+"""What an operator does to a job: resend its results, analyse it again, delete it, pack its
+results as a zip. Each has a defined answer in every job state (docs/api.md)."""
 
 import os
 import shutil
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from pulmogate.api.errors import Conflict, NotFound
-from pulmogate.api.operations_schemas import ResendResult
+from pulmogate.api.operations_schemas import ReanalyseResult, ResendResult
 from pulmogate.common.db.models import (
     FAILURE_NOTICE_KINDS,
     Delivery,
@@ -24,16 +25,18 @@ from pulmogate.common.db.models import (
     OutputObject,
     RoutingRule,
     Series,
+    utcnow,
 )
-from pulmogate.common.events import DeliveryRequested
+from pulmogate.common.events import DeliveryRequested, ReanalysisRequested
+from pulmogate.common.job_states import analysis_gone
 from pulmogate.common.joblog import add_log
+from pulmogate.common.metrics import JOB_RESENDS
 from pulmogate.common.outbox import enqueue
 from pulmogate.common.storage import Storage
 
 log = structlog.get_logger("pulmogate.api")
 
 SERVICE = "api"
-BUSY = frozenset({JobStatus.QUEUED, JobStatus.ANALYSING})
 
 
 async def _job(session: AsyncSession, job_id: int, *, lock: bool = False) -> Job:
@@ -50,19 +53,50 @@ async def _job(session: AsyncSession, job_id: int, *, lock: bool = False) -> Job
     return job
 
 
+def _analysing(job: Job) -> str | None:
+    """Why the job is busy with its analysis (live process, or queued), else None."""
+    if job.status == JobStatus.QUEUED:
+        return f"job {job.id} is queued for analysis"
+    if job.status == JobStatus.ANALYSING:
+        if analysis_gone(job):
+            return (
+                f"job {job.id}'s analysis was interrupted (its process is gone); "
+                "it is queued again within 30 s"
+            )
+        return f"job {job.id} is being analysed" + (f" by {job.worker}" if job.worker else "")
+    return None
+
+
+def _sending(job: Job) -> str | None:
+    """Which delivery is being sent right now, else None."""
+    for delivery in job.deliveries:
+        if delivery.status == DeliveryStatus.SENDING:
+            return f"job {job.id}'s results are being sent (delivery {delivery.id})"
+    return None
+
+
 async def resend(session: AsyncSession, job_id: int, user: str) -> ResendResult:
     """Announce a new delivery of the job's results to each destination (its rule's, current).
 
     Existing deliveries start again from attempt 0; destinations added to the rule since get
-    a new delivery. The job is DELIVERING until the sender finishes it.
+    a new delivery. The job is DELIVERING until the sender finishes it; ``finished_at`` (and
+    so the total time) stays that of the first delivery, the resend is counted apart.
     """
     job = await _job(session, job_id, lock=True)
     if job.purged_at is not None:
         raise Conflict(f"job {job_id} was purged by retention: its results are gone")
+    busy = _analysing(job)
+    if busy:
+        raise Conflict(f"{busy}: its results are sent when the analysis ends")
     if not job.outputs:
-        raise Conflict(f"job {job_id} has no results to send (status {job.status})")
-    if job.status in BUSY:
-        raise Conflict(f"job {job_id} is still {job.status}")
+        why = f" ({job.reason})" if job.reason else ""
+        raise Conflict(
+            f"job {job_id} has no results to send (status {job.status}{why}); "
+            f"POST /api/v1/jobs/{job_id}/reanalyse checks and analyses it again"
+        )
+    sending = _sending(job)
+    if sending:
+        raise Conflict(f"{sending}: resend when it has ended")
     rule = await session.get(RoutingRule, job.rule_id) if job.rule_id is not None else None
     by_destination = {d.destination_id: d for d in job.deliveries}
     for destination in rule.destinations if rule else []:
@@ -83,7 +117,8 @@ async def resend(session: AsyncSession, job_id: int, user: str) -> ResendResult:
         enqueue(session, DeliveryRequested(delivery_id=delivery.id))
     if any(o.kind not in FAILURE_NOTICE_KINDS for o in job.outputs):
         job.status = JobStatus.DELIVERING  # a failure notice sent again keeps the outcome
-        job.finished_at = None
+    job.resend_count += 1
+    job.resent_at = utcnow()
     await session.flush()
     names = []
     for delivery in deliveries:
@@ -91,7 +126,28 @@ async def resend(session: AsyncSession, job_id: int, user: str) -> ResendResult:
         names.append(delivery.destination.name)
     add_log(session, job.id, SERVICE, f"resend requested by {user} to {', '.join(names)}")
     await session.commit()
+    JOB_RESENDS.inc()
     return ResendResult(job_id=job.id, delivery_ids=[d.id for d in deliveries], destinations=names)
+
+
+async def reanalyse(session: AsyncSession, job_id: int, user: str) -> ReanalyseResult:
+    """Ask the router to check and analyse the job again on every instance its series holds
+    now (history kept: the log, the deliveries; the results are replaced)."""
+    job = await _job(session, job_id, lock=True)
+    if job.purged_at is not None:
+        raise Conflict(f"job {job_id} was purged by retention: its instances are gone")
+    busy = None if analysis_gone(job) else _analysing(job)
+    if busy:
+        raise Conflict(f"{busy}: it is analysed on every instance received so far")
+    sending = _sending(job)
+    if sending:
+        raise Conflict(f"{sending}: ask again when it has ended")
+    series = await session.get(Series, job.series_id)
+    instances = series.instance_count if series is not None else 0
+    add_log(session, job.id, SERVICE, f"re-analysis requested by {user} ({instances} instances)")
+    enqueue(session, ReanalysisRequested(job_id=job.id, requested_by=user[:100]))
+    await session.commit()
+    return ReanalyseResult(job_id=job.id, status=job.status, instances=instances)
 
 
 async def stored_paths(session: AsyncSession, job: Job) -> list[Path]:
@@ -109,10 +165,13 @@ def remove_files(paths: list[Path], storage: Storage) -> None:
 
 
 async def delete_job(session: AsyncSession, storage: Storage, job_id: int, user: str) -> None:
-    """Delete the job, its series, their rows and their files (refused while it is analysed)."""
+    """Delete the job, its series, their rows and their files, in any state but while a
+    live process analyses it (a queued job's request then finds no job; an analysis whose
+    process is gone is simply deleted)."""
     job = await _job(session, job_id, lock=True)
-    if job.status in BUSY:
-        raise Conflict(f"job {job_id} is {job.status}: delete it when the analysis has ended")
+    if job.status == JobStatus.ANALYSING and not analysis_gone(job):
+        busy = _analysing(job)
+        raise Conflict(f"{busy}: delete it when the analysis has ended")
     paths = await stored_paths(session, job)
     series_id = job.series_id
     await session.delete(job)

@@ -65,6 +65,9 @@ def _summary_fields(job: Job) -> dict[str, object]:
         "patient_id": series.patient_id,
         "accession_number": series.accession_number,
         "study_date": series.study_date,
+        "analysed_instance_count": job.analysed_instance_count,
+        "resend_count": job.resend_count or 0,
+        "resent_at": job.resent_at,
         "delivery_counts": dict(Counter(d.status for d in job.deliveries)),
         "purged_at": job.purged_at,
     }

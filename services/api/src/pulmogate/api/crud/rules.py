@@ -1,5 +1,6 @@
 """Routing rules: list, read, create, update, delete; destination ids must exist."""
 
+import asyncio
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -9,6 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pulmogate.api.errors import Conflict, InvalidField, NotFound
 from pulmogate.api.schemas import RuleCreate, RuleUpdate
 from pulmogate.common.db.models import Destination, RoutingRule
+from pulmogate.common.rule_regex import probe_refusal
+
+FILTER_FIELDS = ("study_description_filter", "series_description_filter")
 
 REQUIRED_ON_UPDATE = frozenset(
     {
@@ -68,6 +72,16 @@ async def _commit(session: AsyncSession, name: str) -> None:
     except IntegrityError as exc:
         await session.rollback()
         raise Conflict(f"a rule named {name!r} already exists") from exc
+
+
+async def check_filter_speed(data: RuleCreate | RuleUpdate, timeout_s: float) -> None:
+    """422 for a description filter that is too slow on the probe inputs (in a thread)."""
+    for field in FILTER_FIELDS:
+        pattern = getattr(data, field, None)
+        if pattern:
+            reason = await asyncio.to_thread(probe_refusal, pattern, timeout_s)
+            if reason is not None:
+                raise InvalidField(field, reason)
 
 
 async def create_rule(session: AsyncSession, data: RuleCreate) -> RoutingRule:

@@ -1,4 +1,5 @@
-"""POST /api/v1/jobs/{id}/resend, DELETE /api/v1/jobs/{id}, GET /api/v1/jobs/{id}/results.zip."""
+"""POST /api/v1/jobs/{id}/resend and /reanalyse, DELETE /api/v1/jobs/{id},
+GET /api/v1/jobs/{id}/results.zip."""
 
 import asyncio
 
@@ -10,7 +11,7 @@ from pulmogate.api.access import Operator, Viewer
 from pulmogate.api.auditing import audit_change
 from pulmogate.api.crud import job_actions as crud
 from pulmogate.api.deps import ContextDep, SessionDep
-from pulmogate.api.operations_schemas import ResendResult
+from pulmogate.api.operations_schemas import ReanalyseResult, ResendResult
 from pulmogate.api.routes.responses import conflict, not_found
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -21,7 +22,12 @@ NOT_FOUND = not_found("job")
 @router.post(
     "/{job_id}/resend",
     response_model=ResendResult,
-    responses={**NOT_FOUND, **conflict("No results or no destinations, or still analysing")},
+    responses={
+        **NOT_FOUND,
+        **conflict(
+            "No results, no destinations, queued or analysing, a delivery being sent, or purged"
+        ),
+    },
 )
 async def resend_job(job_id: int, session: SessionDep, user: Operator) -> ResendResult:
     """Send the job's results again to each of its destinations (new delivery.requested)."""
@@ -29,10 +35,26 @@ async def resend_job(job_id: int, session: SessionDep, user: Operator) -> Resend
     return await crud.resend(session, job_id, user.name)
 
 
+@router.post(
+    "/{job_id}/reanalyse",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ReanalyseResult,
+    responses={
+        **NOT_FOUND,
+        **conflict("Queued or being analysed, a delivery being sent, or purged"),
+    },
+)
+async def reanalyse_job(job_id: int, session: SessionDep, user: Operator) -> ReanalyseResult:
+    """Check and analyse the job again on every instance of its series; the results are
+    replaced and delivered again, the log and the deliveries' history stay."""
+    audit_change(session, user, "job.reanalyse", f"job {job_id}")
+    return await crud.reanalyse(session, job_id, user.name)
+
+
 @router.delete(
     "/{job_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**NOT_FOUND, **conflict("The job is being analysed")},
+    responses={**NOT_FOUND, **conflict("A live process is analysing the job")},
 )
 async def delete_job(job_id: int, session: SessionDep, ctx: ContextDep, user: Operator) -> None:
     """Delete the job with its series: rows, received files and results."""

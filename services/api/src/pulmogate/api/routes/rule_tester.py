@@ -1,48 +1,69 @@
 """POST /api/v1/rules/test: which rule would route a series, and why the others would not."""
 
+import asyncio
+
 from fastapi import APIRouter
 
 from pulmogate.api.access import Operator
 from pulmogate.api.crud import rules as crud
-from pulmogate.api.deps import SessionDep
+from pulmogate.api.deps import ContextDep, SessionDep
 from pulmogate.api.operations_schemas import RuleTestRequest, RuleTestResult, RuleVerdict
-from pulmogate.common.routing import SeriesSource, describe_no_match, mismatches, ordered
+from pulmogate.common.routing import (
+    RuleSnapshot,
+    SeriesSource,
+    describe_no_match,
+    mismatches,
+    ordered,
+)
 
 router = APIRouter(prefix="/rules", tags=["rules"])
 
 
+def verdicts(
+    rules: list[RuleSnapshot], source: SeriesSource, timeout_s: float
+) -> list[RuleVerdict]:
+    """Each rule's verdict, in matching order (runs in a worker thread: filters take time)."""
+    found = []
+    for rule in ordered(rules):
+        reasons = mismatches(rule, source, timeout_s)
+        if not rule.enabled:
+            reasons = ["disabled", *reasons]
+        found.append(
+            RuleVerdict(
+                id=rule.id,
+                name=rule.name,
+                enabled=rule.enabled,
+                priority=rule.priority,
+                matches=not reasons,
+                reasons=reasons,
+            )
+        )
+    return found
+
+
 @router.post("/test", response_model=RuleTestResult)
-async def test_rules(body: RuleTestRequest, session: SessionDep, _user: Operator) -> RuleTestResult:
-    """Match sample attributes against every rule, exactly as the router does."""
+async def test_rules(
+    body: RuleTestRequest, session: SessionDep, ctx: ContextDep, _user: Operator
+) -> RuleTestResult:
+    """Match sample attributes against every rule, exactly as the router does.
+
+    Each description filter gets ``RULE_REGEX_TIMEOUT_MS``; one that runs out is reported
+    as not matching with REGEX_TIMEOUT in its reasons.
+    """
     source = SeriesSource(
         peer_ip=body.source_ip,
         calling_ae=body.calling_ae,
         study_description=body.study_description,
         series_description=body.series_description,
     )
-    verdicts = []
-    winner = None
-    for rule in ordered(await crud.list_rules(session)):
-        reasons = mismatches(rule, source)
-        if not rule.enabled:
-            reasons = ["disabled", *reasons]
-        matches = not reasons
-        if matches and winner is None:
-            winner = rule
-        verdicts.append(
-            RuleVerdict(
-                id=rule.id,
-                name=rule.name,
-                enabled=rule.enabled,
-                priority=rule.priority,
-                matches=matches,
-                reasons=reasons,
-            )
-        )
+    rules = [RuleSnapshot.of(rule) for rule in await crud.list_rules(session)]
+    timeout_s = ctx.settings.rule_regex_timeout_ms / 1000
+    found = await asyncio.to_thread(verdicts, rules, source, timeout_s)
+    winner = next((v for v in found if v.matches), None)
     if winner is None:
         explanation = describe_no_match(source)
     else:
-        earlier = [v.name for v in verdicts if v.id != winner.id and v.matches]
+        earlier = [v.name for v in found if v.id != winner.id and v.matches]
         explanation = f"rule {winner.name!r} (priority {winner.priority}) matches" + (
             f"; later matches not used: {', '.join(earlier)}" if earlier else ""
         )
@@ -50,5 +71,5 @@ async def test_rules(body: RuleTestRequest, session: SessionDep, _user: Operator
         matched_rule_id=winner.id if winner else None,
         matched_rule_name=winner.name if winner else None,
         explanation=explanation,
-        rules=verdicts,
+        rules=found,
     )

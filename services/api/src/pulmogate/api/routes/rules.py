@@ -4,7 +4,7 @@ from fastapi import APIRouter, status
 
 from pulmogate.api.auditing import audit_change
 from pulmogate.api.crud import rules as crud
-from pulmogate.api.deps import OperatorDep, SessionDep
+from pulmogate.api.deps import ContextDep, OperatorDep, SessionDep
 from pulmogate.api.routes.responses import conflict, not_found
 from pulmogate.api.schemas import DestinationOut, RuleCreate, RuleOut, RuleUpdate
 from pulmogate.common.db.models import RoutingRule
@@ -40,8 +40,11 @@ async def list_rules(session: SessionDep, _user: OperatorDep) -> list[RuleOut]:
 
 
 @router.post("", response_model=RuleOut, status_code=status.HTTP_201_CREATED, responses=CONFLICT)
-async def create_rule(body: RuleCreate, session: SessionDep, user: OperatorDep) -> RuleOut:
-    """Add a rule."""
+async def create_rule(
+    body: RuleCreate, session: SessionDep, user: OperatorDep, ctx: ContextDep
+) -> RuleOut:
+    """Add a rule (a description filter too slow on the probe inputs is refused, 422)."""
+    await crud.check_filter_speed(body, ctx.settings.rule_regex_timeout_ms / 1000)
     audit_change(session, user, "rule.create", f"rule {body.name!r}", body.model_dump(mode="json"))
     return rule_out(await crud.create_rule(session, body))
 
@@ -54,9 +57,10 @@ async def get_rule(rule_id: int, session: SessionDep, _user: OperatorDep) -> Rul
 
 @router.patch("/{rule_id}", response_model=RuleOut, responses={**NOT_FOUND, **CONFLICT})
 async def update_rule(
-    rule_id: int, body: RuleUpdate, session: SessionDep, user: OperatorDep
+    rule_id: int, body: RuleUpdate, session: SessionDep, user: OperatorDep, ctx: ContextDep
 ) -> RuleOut:
-    """Change some fields of a rule."""
+    """Change some fields of a rule (filters are checked as on create)."""
+    await crud.check_filter_speed(body, ctx.settings.rule_regex_timeout_ms / 1000)
     audit_change(
         session,
         user,

@@ -53,6 +53,7 @@ WORDS: dict[str, dict[str, str]] = {
     "timings": {"en": "Stage timings", "ru": "Время этапов"},
     "deliveries": {"en": "Deliveries", "ru": "Отправки"},
     "resend": {"en": "Resend", "ru": "Отправить снова"},
+    "reanalyse": {"en": "Analyse again", "ru": "Проанализировать снова"},
     "previews": {"en": "Key images", "ru": "Ключевые изображения"},
     "reason": {"en": "Reason", "ru": "Причина"},
     "figures": {"en": "Figures", "ru": "Показатели"},
@@ -130,6 +131,10 @@ NOTICES: dict[str, dict[str, str]] = {
         "ru": "Форма входа устарела или отправлена с другого сайта: войдите снова.",
     },
     "resend_requested": {"en": "resend requested: {names}", "ru": "повторная отправка: {names}"},
+    "reanalysis_requested": {
+        "en": "analysis requested again ({instances} instances)",
+        "ru": "повторный анализ запрошен ({instances} изображений)",
+    },
     "job_deleted": {"en": "job {id} deleted", "ru": "задача {id} удалена"},
     "rule_added": {"en": "rule {name} added", "ru": "правило {name} добавлено"},
     "rule_saved": {"en": "rule {name} saved", "ru": "правило {name} сохранено"},

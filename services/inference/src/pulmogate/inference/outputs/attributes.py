@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -126,9 +127,24 @@ def patient_study(source: pydicom.Dataset) -> PatientStudy:
     return PatientStudy(values=values, notes=notes)
 
 
+def instance_set(volume: Volume) -> str:
+    """A digest of the SOP Instance UIDs the volume was built from (order-free)."""
+    uids = sorted(str(h.get("SOPInstanceUID", "")) for h in volume.headers)
+    return hashlib.sha256("\n".join(uids).encode()).hexdigest()[:32]
+
+
 def output_uid(volume: Volume, analysis: Analysis, kind: str, index: str | int) -> str:
-    """UID derived from (input series, model version, kind, index): same input, same UID."""
-    return derive_uid("pulmogate-output", volume.series_uid, analysis.model_version, kind, index)
+    """UID derived from (input series, the instances analysed, model version, kind, index):
+    the same input gives the same UID; a series analysed again with more instances (or
+    another model version) gives new ones."""
+    return derive_uid(
+        "pulmogate-output",
+        volume.series_uid,
+        instance_set(volume),
+        analysis.model_version,
+        kind,
+        index,
+    )
 
 
 def gateway_version() -> str:

@@ -65,3 +65,34 @@ def remove_small(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     if min_voxels <= 1 or not mask.any():
         return mask
     return cc3d.dust(mask, threshold=min_voxels, connectivity=26, in_place=False)
+
+
+def fill_holes_3d(mask: np.ndarray) -> np.ndarray:
+    """Fill the background regions that no path in 3-D (6-connected) joins to the outside.
+
+    Unlike ``fill_holes_slicewise``, a region that is enclosed in one slice but continues
+    out of the mask in another (the liver under a diaphragm dome, a vessel leaving the lung
+    at the hilum) is not a hole.
+    """
+    box = bounding_box(mask, (0, 0, 0))
+    filled = mask.copy()
+    part = mask[box]
+    if not part.size:
+        return filled
+    background = np.ones(tuple(s + 2 for s in part.shape), bool)
+    background[1:-1, 1:-1, 1:-1] = ~part
+    labels = cc3d.connected_components(background, connectivity=6)
+    holes = (labels != labels[0, 0, 0])[1:-1, 1:-1, 1:-1]
+    filled[box] |= holes
+    return filled
+
+
+def components_touching(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The 6-connected components of ``mask`` that hold at least one ``seeds`` voxel."""
+    if not mask.any():
+        return np.zeros(mask.shape, bool)
+    labels = cc3d.connected_components(mask, connectivity=6)
+    hit = np.unique(labels[seeds & mask])
+    keep = np.zeros(int(labels.max()) + 1, bool)
+    keep[hit[hit > 0]] = True
+    return keep[labels]

@@ -1,4 +1,5 @@
-"""The results table, a job's page with previews, resend, delete, and the new-task page."""
+"""The results table, a job's page with previews, resend, re-analysis, delete, and the
+new-task page."""
 
 import asyncio
 import io
@@ -169,6 +170,17 @@ async def resend(job_id: int, request: Request) -> Response:
         answer = await api.call("POST", f"/jobs/{job_id}/resend")
     names = ", ".join(answer.data.get("destinations", [])) if answer.ok else ""
     return outcome(answer, f"/jobs/{job_id}", say(request, "resend_requested", names=names))
+
+
+@router.post("/jobs/{job_id}/reanalyse")
+async def reanalyse(job_id: int, request: Request) -> Response:
+    """Check and analyse the job again on every instance of its series."""
+    _, token = await form_fields(request)
+    async with Backend(request, token) as api:
+        answer = await api.call("POST", f"/jobs/{job_id}/reanalyse")
+    instances = answer.data.get("instances", 0) if answer.ok else 0
+    notice = say(request, "reanalysis_requested", instances=instances)
+    return outcome(answer, f"/jobs/{job_id}", notice)
 
 
 @router.post("/jobs/{job_id}/delete")
