@@ -2,12 +2,14 @@
 
 import contextlib
 import socket
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset, dcmread
+from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -20,12 +22,26 @@ class AssociationFailed(ConnectionError):
     """The peer could not be reached or refused the association."""
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A stored object to send and the transfer syntaxes to offer for it, best first: each
+    is proposed in a context of its own and the object goes in the first one accepted
+    (decoded here when that is an uncompressed syntax and the file is compressed)."""
+
+    path: Path
+    sop_class_uid: str
+    syntaxes: tuple[str, ...]
+
+
 @dataclass
 class StoreResult:
     """What happened to each object of one send."""
 
     sent: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    syntaxes: Counter[str] = field(default_factory=Counter)  # syntax name -> objects sent
+    refused: set[str] = field(default_factory=set)  # preferred syntaxes the peer did not take
+    decoded: int = 0  # compressed files sent uncompressed because the peer took no better
 
     @property
     def ok(self) -> bool:
@@ -50,12 +66,48 @@ def _header(item: Path | Dataset) -> Dataset:
     return item if isinstance(item, Dataset) else dcmread(item, stop_before_pixels=True)
 
 
-def _full(item: Path | Dataset) -> Dataset:
+def _full(item: Path | Dataset | Outgoing) -> Dataset:
+    if isinstance(item, Outgoing):
+        return dcmread(item.path)
     return item if isinstance(item, Dataset) else dcmread(item)
 
 
+def _requested(items: Sequence[Path | Dataset | Outgoing]) -> list[tuple[str, str]]:
+    """One (SOP class, transfer syntax) per context to propose, in a stable order."""
+    contexts: dict[tuple[str, str], None] = {}
+    for item in items:
+        if isinstance(item, Outgoing):
+            for syntax in item.syntaxes:
+                contexts[(item.sop_class_uid, syntax)] = None
+        else:
+            header = _header(item)
+            contexts[(str(header.SOPClassUID), str(header.file_meta.TransferSyntaxUID))] = None
+    return sorted(contexts)
+
+
+def _as_accepted(
+    item: Outgoing, ds: Dataset, accepted: set[tuple[str, str]], result: StoreResult
+) -> tuple[Dataset, str] | None:
+    """``ds`` ready for the first of the item's syntaxes the peer accepted, and that
+    syntax's name (None: the peer accepted none)."""
+    from pulmogate.common.dicom.encoding import decoded
+
+    choice = next((s for s in item.syntaxes if (item.sop_class_uid, s) in accepted), None)
+    if choice is None:
+        return None
+    if choice != item.syntaxes[0]:
+        result.refused.add(UID(item.syntaxes[0]).name)
+    stored = UID(str(ds.file_meta.TransferSyntaxUID))
+    if stored.is_compressed and stored != choice:
+        if UID(choice).is_compressed:
+            return None  # the sender prepares each file in its preferred syntax
+        ds = decoded(ds)
+        result.decoded += 1
+    return ds, UID(choice).name
+
+
 def store(
-    items: Sequence[Path | Dataset],
+    items: Sequence[Path | Dataset | Outgoing],
     host: str,
     port: int,
     called_aet: str,
@@ -64,27 +116,41 @@ def store(
     timeout_s: float = 30.0,
     on_progress: Callable[[int], None] | None = None,
 ) -> StoreResult:
-    """Send ``items`` over one association; raise ``AssociationFailed`` if none is made."""
-    contexts = set()
-    for item in items:
-        header = _header(item)
-        contexts.add((str(header.SOPClassUID), str(header.file_meta.TransferSyntaxUID)))
+    """Send ``items`` over one association; raise ``AssociationFailed`` if none is made.
+
+    A path or dataset is offered in the syntax it is stored in; an ``Outgoing`` in each of
+    its syntaxes, and sent in the first the peer accepted."""
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-    for sop_class, syntax in sorted(contexts):
+    for sop_class, syntax in _requested(items):
         ae.add_requested_context(sop_class, [syntax])
     assoc = ae.associate(host, port, ae_title=called_aet, evt_handlers=NO_DELAY)
     if not assoc.is_established:
         reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no answer"
         raise AssociationFailed(f"association with {called_aet}@{host}:{port} failed: {reason}")
     result = StoreResult()
+    accepted = {
+        (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
+    }
     try:
         for item in items:
             ds = _full(item)
+            syntax = UID(str(ds.file_meta.TransferSyntaxUID)).name
+            if isinstance(item, Outgoing):
+                ready = _as_accepted(item, ds, accepted, result)
+                if ready is None:
+                    result.failed.append(
+                        (str(ds.SOPInstanceUID), "no offered transfer syntax accepted")
+                    )
+                    if on_progress:
+                        on_progress(1)
+                    continue
+                ds, syntax = ready
             status = assoc.send_c_store(ds)
             code = int(status.Status) if status and "Status" in status else None
             if code == STATUS_SUCCESS or code in WARNING_STATUSES:
                 result.sent += 1
+                result.syntaxes[syntax] += 1
             else:
                 reason = f"status 0x{code:04X}" if code is not None else "no response"
                 result.failed.append((str(ds.SOPInstanceUID), reason))
