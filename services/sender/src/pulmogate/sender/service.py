@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import structlog
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,15 +56,20 @@ def encoding_notes(peer: Peer, outcome: DispatchOutcome) -> list[tuple[str, str]
                 "info",
             )
         )
-    if outcome.refused:
-        notes.append(
-            (
-                f"{peer.name} did not accept {', '.join(outcome.refused)}: sent uncompressed "
-                f"instead ({outcome.decoded} pictures decoded here on every send); set the "
-                "destination's image_encoding to one it accepts",
-                "warning",
+    for syntax in outcome.refused:
+        if syntax == DeflatedExplicitVRLittleEndian.name:
+            notes.append(
+                (f"{peer.name} did not accept {syntax}: the SEG went uncompressed", "info")
             )
-        )
+        else:
+            notes.append(
+                (
+                    f"{peer.name} did not accept {syntax}: pictures sent uncompressed instead "
+                    f"({outcome.decoded} decoded here, on every send); set the destination's "
+                    "image_encoding to one it accepts",
+                    "warning",
+                )
+            )
     return notes
 
 

@@ -108,12 +108,15 @@ def offered_syntaxes(ds: Dataset, encoding: ImageEncoding) -> list[UID]:
     """The transfer syntaxes to propose for ``ds`` to a destination preferring ``encoding``,
     best first: the preferred one, then uncompressed (a SEG: deflated unless the destination
     asked for uncompressed; anything else: as stored, then uncompressed)."""
+    stored = syntax_of(ds)
     if is_picture(ds):
         first = [SYNTAX[encoding]]
-    elif is_segmentation(ds) and encoding is not ImageEncoding.UNCOMPRESSED:
+    elif encoding is ImageEncoding.UNCOMPRESSED:
+        first = [stored] if stored in UNCOMPRESSED_SYNTAXES else []
+    elif is_segmentation(ds):
         first = [DeflatedExplicitVRLittleEndian]
     else:
-        first = [syntax_of(ds)] if syntax_of(ds) else []
+        first = [stored] if stored else []
     return list(dict.fromkeys([*first, *UNCOMPRESSED_SYNTAXES]))
 
 

@@ -103,6 +103,8 @@ def _as_accepted(
             return None  # the sender prepares each file in its preferred syntax
         ds = decoded(ds)
         result.decoded += 1
+    if not UID(choice).is_compressed:  # so pynetdicom takes exactly this context
+        ds.file_meta.TransferSyntaxUID = UID(choice)
     return ds, UID(choice).name
 
 
