@@ -59,7 +59,25 @@ def send_at_once(event: Event) -> None:
             sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-NO_DELAY: list[Any] = [(evt.EVT_CONN_OPEN, send_at_once)]
+QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
+
+
+def ack_at_once(event: Event) -> None:
+    """EVT_DATA_SENT handler: TCP_QUICKACK after each PDU we send, so the peer's answer is
+    acknowledged at once instead of after the delayed-ACK timer.
+
+    A peer with Nagle's algorithm on (dcmtk's storescp and the PACS built on dcmtk unless
+    TCP_NODELAY is set in their environment) holds the second segment of each C-STORE
+    response until its first is acknowledged: about 45 ms per object without this, 4 ms
+    with it (272 results to storescp: 13 s -> about 1 s). Linux resets the option after a
+    few ACKs, hence once per PDU."""
+    sock = event.assoc.dul.socket
+    if QUICKACK is not None and sock is not None and sock.socket is not None:
+        with contextlib.suppress(OSError):
+            sock.socket.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+
+
+NO_DELAY: list[Any] = [(evt.EVT_CONN_OPEN, send_at_once), (evt.EVT_DATA_SENT, ack_at_once)]
 
 
 def _header(item: Path | Dataset) -> Dataset:
