@@ -94,7 +94,7 @@ def main() -> None:
             f"mode={'distributed' if args.distributed else 'embedded'} slices={args.slices} size={args.size} quiet={args.quiet}s"
         )
         print(
-            f"{'encoding':>12} {'study':>5} {'send_s':>7} {'complete->analysed_s':>21} {'analysis_s':>11} {'complete->delivered_s':>22} {'total_s':>8} {'delivered_MB':>13} {'load1':>6}"
+            f"{'encoding':>12} {'study':>5} {'send_s':>7} {'complete->analysed_s':>21} {'analysis_s':>11} {'complete->delivered_s':>22} {'total_s':>8} {'delivered_MB':>13} {'attempts':>8} {'load1':>6}"
         )
         with (
             storescp(tmp) as (port, dest),
@@ -139,10 +139,11 @@ def main() -> None:
                     if job["deliveries"]
                     else float("nan")
                 )
+                attempts = ",".join(str(d.get("attempts")) for d in job["deliveries"])
                 delivered_bytes = sum(p.stat().st_size for p in dest.iterdir() if p not in before)
                 print(
                     f"{encoding:>12} {i:>5} {sent - t0:>7.1f} {analysed - complete:>21.1f} {job.get('processing_time_s') or 0:>11.1f} "
-                    f"{delivered - complete:>22.1f} {job.get('total_time_s') or 0:>8.1f} {delivered_bytes / 1e6:>13.1f} {os.getloadavg()[0]:>6.1f}  {job['status']}: {job.get('prediction')}"
+                    f"{delivered - complete:>22.1f} {job.get('total_time_s') or 0:>8.1f} {delivered_bytes / 1e6:>13.1f} {attempts:>8} {os.getloadavg()[0]:>6.1f}  {job['status']}: {job.get('prediction')}"
                 )
                 print(f"      stage timings: {job.get('timings')}")
 
