@@ -18,6 +18,7 @@ from io import BytesIO
 import numpy as np
 from pydicom import Dataset
 from pydicom.encaps import encapsulate
+from pydicom.multival import MultiValue
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -133,10 +134,11 @@ def _mark_lossy(ds: Dataset, ratio: float, method: str) -> None:
 
 
 def _values(value: object) -> list[object]:
+    """The values of a possibly multi-valued element (none for a missing or empty one)."""
     if value is None or value == "":
         return []
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return list(value)  # type: ignore[call-overload]
+    if isinstance(value, (list, tuple, MultiValue)):
+        return list(value)
     return [value]
 
 
