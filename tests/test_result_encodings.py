@@ -46,6 +46,7 @@ from pulmogate.common.db.models import (
     Series,
 )
 from pulmogate.common.events import AnalysisRequested, DeliveryRequested
+from pulmogate.common.outbox import OutboxRelay
 from pulmogate.common.runtime import Context, close_context, open_context
 from pulmogate.common.settings import Settings
 from pulmogate.inference.analysis import default_segmenter
@@ -241,6 +242,21 @@ async def deliver(ctx: Context, job_id: int, timeout_s: float = 120.0) -> None:
     await eventually(all_final, timeout_s)
 
 
+async def start_sender(ctx: Context) -> SenderService:
+    """The real sender, with the outbox relay that publishes its retries."""
+    sender = SenderService()
+    await sender.start(ctx)
+    ctx.spawn(OutboxRelay(ctx.db, ctx.bus, poll_s=0.1).run(), "outbox-relay")
+    return sender
+
+
+async def attempts(ctx: Context, job_id: int) -> list[int]:
+    async with ctx.db.session() as session:
+        return list(
+            await session.scalars(select(Delivery.attempts).where(Delivery.job_id == job_id))
+        )
+
+
 async def job_log(ctx: Context, job_id: int) -> list[str]:
     async with ctx.db.session() as session:
         return list(
@@ -317,14 +333,15 @@ def peers(tmp_path: Path) -> Iterator[list[Peer]]:
 async def test_each_peer_gets_what_it_accepted_and_every_object_passes_dciodvfy(
     context: Context, tmp_path: Path
 ) -> None:
-    sender = SenderService()
     with peers(tmp_path) as running:
         job_id = await analysed_job(context, tmp_path, running)
-        await sender.start(context)
+        sender = await start_sender(context)
         try:
             await deliver(context, job_id)
         finally:
             await sender.stop()
+        # Each in one association: no response lost to pynetdicom's reactor (keep_responses).
+        assert await attempts(context, job_id) == [1] * len(running)
         results = await outputs(context, job_id)
         log = await job_log(context, job_id)
         async with context.db.session() as session:
@@ -407,14 +424,13 @@ async def test_a_resend_and_a_destination_added_later_encode_nothing_twice(
 ) -> None:
     first = PynetdicomSCP(tmp_path / "first", [str(JPEGBaseline8Bit), *UNCOMPRESSED_ONLY], "FIRST")
     later = PynetdicomSCP(tmp_path / "later", [str(JPEGLSLossless), *UNCOMPRESSED_ONLY], "LATER")
-    sender = SenderService()
     with first.running(), later.running():
         job_id = await analysed_job(
             context,
             tmp_path,
             [Peer("first", "jpeg", JPEGBaseline8Bit, ExplicitVRLittleEndian, first.port, "FIRST")],
         )
-        await sender.start(context)
+        sender = await start_sender(context)
         try:
             await deliver(context, job_id)
             pictures = [

@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
 from pydicom import Dataset, dcmread
 from pydicom.uid import UID
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+log = structlog.get_logger("pulmogate.scu")
 
 STATUS_SUCCESS = 0x0000
 WARNING_STATUSES = frozenset({0xB000, 0xB006, 0xB007})
@@ -78,6 +82,28 @@ def ack_at_once(event: Event) -> None:
 
 
 NO_DELAY: list[Any] = [(evt.EVT_CONN_OPEN, send_at_once), (evt.EVT_DATA_SENT, ack_at_once)]
+
+
+def keep_responses(assoc: Association) -> None:
+    """Give a DIMSE response that the association's reactor took back to ``send_c_store``.
+
+    pynetdicom 3.0.4 pauses its reactor thread while ``send_c_store`` waits for the answer,
+    but the pause is checked on a flag the reactor sets before it stops: a reactor held
+    between the two (a GIL switch) goes on to take the C-STORE response off the queue, logs
+    "Received unexpected C-STORE service message" and drops it, and the send waits for the
+    DIMSE timeout (seen about once in five runs of tests/test_result_encodings.py, eleven
+    associations at once; faster answers make it likelier). A response is never a request
+    the reactor could serve, so it goes back on the queue the send is waiting on."""
+    serve = assoc._serve_request
+
+    def serve_or_return(msg: Any, context_id: int) -> None:
+        if not msg.is_valid_request and msg.is_valid_response:
+            assoc.dimse.msg_queue.put((context_id, msg))
+            log.info("response taken by the association reactor, handed back", type=msg.msg_type)
+            return
+        serve(msg, context_id)
+
+    assoc._serve_request = serve_or_return  # type: ignore[method-assign]
 
 
 def _header(item: Path | Dataset) -> Dataset:
@@ -148,6 +174,7 @@ def store(
     if not assoc.is_established:
         reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no answer"
         raise AssociationFailed(f"association with {called_aet}@{host}:{port} failed: {reason}")
+    keep_responses(assoc)
     result = StoreResult()
     accepted = {
         (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
