@@ -1,4 +1,5 @@
-"""Time the DICOM outputs: overlay render+encode for 300 slices of 512x512, then SEG, SR, summary.
+"""Time the DICOM outputs: overlay render+encode for 300 slices of 512x512, then SEG, SR, summary;
+then the results' size per study and the encoding time in each image encoding.
 
 Run: python bench/outputs.py [--slices 300] [--size 512]
 """
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from pulmogate.common.dicom.encoding import ImageEncoding, deflated
+from pulmogate.common.dicom.encoding import encoded as in_encoding
 from pulmogate.common.phantom import make_phantom, write_series
 from pulmogate.inference.analysis import Analysis, Figures
 from pulmogate.inference.outputs.overlay import build_overlay
@@ -86,16 +89,39 @@ def main() -> None:
     print(f"overlay total    {encoded - started:6.2f} s")
 
     started = time.perf_counter()
-    encode(build_summary(volume, analysis))
+    summary = build_summary(volume, analysis)
+    encode(summary)
     print(f"summary page     {time.perf_counter() - started:6.2f} s")
     started = time.perf_counter()
     seg = build_seg(volume, analysis)
     assert seg is not None
-    encode(seg.dataset)
+    seg_bytes = encode(seg.dataset)
     print(f"seg              {time.perf_counter() - started:6.2f} s")
     started = time.perf_counter()
-    encode(build_sr(volume, analysis, seg))
+    sr_bytes = encode(build_sr(volume, analysis, seg))
     print(f"sr               {time.perf_counter() - started:6.2f} s")
+
+    # Results per study in each image encoding: the pictures encoded from the rendering
+    # (as the inference service stores them), the SEG deflated unless "uncompressed".
+    started = time.perf_counter()
+    deflated_bytes = encode(deflated(seg.dataset))
+    deflate_s = time.perf_counter() - started
+    print(
+        f"seg deflated     {deflate_s:6.2f} s ({seg_bytes / 1e6:.1f} MB -> {deflated_bytes / 1e6:.2f} MB)"
+    )
+    print()
+    print("encoding       overlay MB  summary MB  SEG MB  SR MB  total MB  overlay encode+write s")
+    for encoding in ImageEncoding:
+        started = time.perf_counter()
+        overlay_bytes = sum(encode(in_encoding(ds, encoding)) for ds in overlay)
+        seconds = time.perf_counter() - started
+        summary_bytes = encode(in_encoding(summary, encoding))
+        segment = seg_bytes if encoding is ImageEncoding.UNCOMPRESSED else deflated_bytes
+        total = overlay_bytes + summary_bytes + segment + sr_bytes
+        print(
+            f"{encoding.value:<14} {overlay_bytes / 1e6:>10.1f}  {summary_bytes / 1e6:>10.2f}  "
+            f"{segment / 1e6:>6.2f}  {sr_bytes / 1e6:>5.2f}  {total / 1e6:>8.1f}  {seconds:>8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pydicom import dcmread
 
 from pulmogate.common.phantom import make_phantom, write_series
 from tests.fixtures import quirks
+from tests.fixtures.dciodvfy import dciodvfy_errors
 from tests.fixtures.gateway import Gateway, add_route, received, run_gateway, storescp, storescu
 
 pytestmark = pytest.mark.e2e
@@ -285,12 +286,7 @@ def _dciodvfy_errors(files: dict[str, str]) -> dict[str, list[str]]:
     """dciodvfy's Error lines for each file (dicom3tools, installed with the test tools)."""
     errors = {}
     for kind, path in files.items():
-        checked = subprocess.run(["/usr/bin/dciodvfy", path], capture_output=True, text=True)
-        lines = [
-            line
-            for line in (checked.stdout + checked.stderr).splitlines()
-            if line.startswith("Error")
-        ]
+        lines = dciodvfy_errors(path)
         if lines:
             errors[kind] = lines
     return errors

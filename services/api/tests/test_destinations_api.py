@@ -33,7 +33,7 @@ async def test_a_destination_is_created_read_listed_changed_and_deleted(
     created = await client.post("/api/v1/destinations", json=PACS)
     assert created.status_code == 201, created.text
     dest = created.json()
-    assert dest == {**PACS, "enabled": True, "id": dest["id"]}
+    assert dest == {**PACS, "enabled": True, "image_encoding": "jpeg", "id": dest["id"]}
 
     assert (await client.get(f"/api/v1/destinations/{dest['id']}")).json() == dest
     assert (await client.get("/api/v1/destinations")).json() == [dest]
@@ -46,6 +46,49 @@ async def test_a_destination_is_created_read_listed_changed_and_deleted(
 
     assert (await client.delete(f"/api/v1/destinations/{dest['id']}")).status_code == 204
     assert (await client.get("/api/v1/destinations")).json() == []
+
+
+@pytest.mark.parametrize("encoding", ["jpeg", "jpeg-ls", "rle", "uncompressed"])
+async def test_each_image_encoding_is_stored_and_changed_alone(
+    client: httpx.AsyncClient, encoding: str
+) -> None:
+    created = await client.post(
+        "/api/v1/destinations",
+        json={**PACS, "name": f"PACS-{encoding}", "image_encoding": encoding},
+    )
+    assert created.status_code == 201, created.text
+    dest = created.json()
+    assert dest["image_encoding"] == encoding
+
+    changed = await client.patch(
+        f"/api/v1/destinations/{dest['id']}", json={"image_encoding": "uncompressed"}
+    )
+    assert changed.status_code == 200
+    assert changed.json() == {**dest, "image_encoding": "uncompressed"}
+    assert (await client.delete(f"/api/v1/destinations/{dest['id']}")).status_code == 204
+
+
+@pytest.mark.parametrize("encoding", ["JPEG", "jpeg2000", "", None, "lossless"])
+async def test_an_unknown_image_encoding_is_a_422_naming_the_choices(
+    client: httpx.AsyncClient, encoding: str | None
+) -> None:
+    response = await client.post("/api/v1/destinations", json={**PACS, "image_encoding": encoding})
+
+    message = _field_error(response, "image_encoding")
+    assert "'jpeg', 'jpeg-ls', 'rle' or 'uncompressed'" in message, message
+
+
+async def test_a_null_image_encoding_in_a_patch_is_a_422(client: httpx.AsyncClient) -> None:
+    created = await client.post("/api/v1/destinations", json={**PACS, "name": "PACS-null"})
+    dest = created.json()
+
+    response = await client.patch(
+        f"/api/v1/destinations/{dest['id']}", json={"image_encoding": None}
+    )
+
+    assert response.status_code == 422, response.text
+    assert "image_encoding cannot be null" in response.text
+    assert (await client.delete(f"/api/v1/destinations/{dest['id']}")).status_code == 204
 
 
 @pytest.mark.parametrize("port", [0, 65536, -1])

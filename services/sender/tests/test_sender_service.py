@@ -110,7 +110,10 @@ async def test_outputs_are_delivered_over_one_association_and_the_job_is_done(
     assert dict(pacs.received) == dict.fromkeys(uids, 1)
     finished = await job(ctx, job_id)
     assert finished.status == JobStatus.DONE and finished.finished_at is not None
-    assert f"delivered 3 objects to pacs (PACS@127.0.0.1:{pacs.port})" in await logs(ctx, job_id)
+    assert (
+        f"delivered 3 objects to pacs (PACS@127.0.0.1:{pacs.port}): 3 Explicit VR Little Endian"
+        in await logs(ctx, job_id)
+    )
 
 
 async def test_a_failure_notice_is_delivered_and_the_job_keeps_its_outcome(

@@ -240,9 +240,11 @@ async def test_rules_destinations_and_roles_are_edited_through_their_forms(
             "host": "10.0.0.9",
             "port": "104",
             "ae_title": "PACS",
+            "image_encoding": "rle",
         },
     )
     dest_id = (await browser.get("/api/v1/destinations")).json()[0]["id"]
+    dest_form = await browser.get(f"/destinations/{dest_id}")
     await browser.post("/rules", data={"csrf_token": token, "name": "r1", "enabled": "on"})
     rule_id = (await browser.get("/api/v1/rules")).json()[0]["id"]
     viewer = await add_user(ctx, "promoted", Role.VIEWER)
@@ -298,6 +300,9 @@ async def test_rules_destinations_and_roles_are_edited_through_their_forms(
         "PACS2",
         False,
     )
+    # Added as rle; the edit form sent no encoding, so it stayed.
+    assert '<option value="rle" selected>' in dest_form.text
+    assert destination["image_encoding"] == "rle"
     assert 'class="notice"' in role_page and 'class="notice"' in dest_page
     users = {u["username"]: u["role"] for u in (await browser.get("/api/v1/users")).json()}
     assert users["promoted"] == "operator"

@@ -1,12 +1,15 @@
 """File storage with durable, atomic writes (temp file, fsync, rename, fsync dir)."""
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from pydicom import Dataset
 
 from pulmogate.common.uids import is_valid_uid
+
+_ENCODING_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 
 class UnsafeName(ValueError):
@@ -60,11 +63,19 @@ class Storage:
             self.root / "incoming" / _safe(study_uid) / _safe(series_uid) / f"{_safe(sop_uid)}.dcm"
         )
 
-    def result_path(self, job_id: int, kind: str, sop_uid: str) -> Path:
-        """Path of a result object of a job."""
+    def result_path(
+        self, job_id: int, kind: str, sop_uid: str, encoding: str | None = None
+    ) -> Path:
+        """Path of a result object of a job: its primary file, or with ``encoding`` the copy
+        stored in that encoding (``results/<job>/<kind>/<encoding>/<uid>.dcm``)."""
         if not kind.isalnum():
             raise UnsafeName(f"bad output kind {kind!r}")
-        return self.root / "results" / str(int(job_id)) / kind / f"{_safe(sop_uid)}.dcm"
+        folder = self.root / "results" / str(int(job_id)) / kind
+        if encoding is not None:
+            if not _ENCODING_NAME.fullmatch(encoding):
+                raise UnsafeName(f"bad encoding name {encoding!r}")
+            folder = folder / encoding
+        return folder / f"{_safe(sop_uid)}.dcm"
 
     def remove(self, path: Path) -> bool:
         """Delete a stored file and the folders it leaves empty, never anything outside the

@@ -14,6 +14,7 @@ from pulmogate.api.validators import (
     Port,
     SourceIp,
 )
+from pulmogate.common.dicom.encoding import DEFAULT_IMAGE_ENCODING, ImageEncoding
 
 T = TypeVar("T")
 
@@ -40,6 +41,12 @@ class DestinationBase(BaseModel):
     port: Port
     ae_title: AETitle
     enabled: bool = True
+    image_encoding: ImageEncoding = Field(
+        DEFAULT_IMAGE_ENCODING,
+        description="how the overlay and summary pictures are sent: jpeg (lossy, JPEG "
+        "Baseline quality 90), jpeg-ls or rle (lossless) or uncompressed; the sender "
+        "proposes it and uncompressed, and sends uncompressed when it is refused",
+    )
 
 
 class DestinationCreate(DestinationBase):
@@ -56,6 +63,7 @@ class DestinationUpdate(BaseModel):
     port: Port | None = None
     ae_title: AETitle | None = None
     enabled: bool | None = None
+    image_encoding: ImageEncoding | None = None
 
 
 class DestinationOut(BaseModel):
@@ -69,6 +77,7 @@ class DestinationOut(BaseModel):
     port: int
     ae_title: str
     enabled: bool
+    image_encoding: str
 
 
 # --- routing rules ------------------------------------------------------------------------

@@ -10,15 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pulmogate.common.db.models import (
     FINAL_JOB_STATUSES,
+    Destination,
     Instance,
     Job,
     JobStatus,
     OutputObject,
+    RuleDestination,
     utcnow,
 )
+from pulmogate.common.dicom.encoding import ImageEncoding, ordered, stored_forms
 from pulmogate.common.events import AnalysisFinished, AnalysisRequested, Event, NoticeRequested
 from pulmogate.common.job_states import analysis_gone, mark_final
 from pulmogate.common.joblog import add_log
@@ -200,11 +204,12 @@ class InferenceService:
                 SERVICE,
                 f"analysis started on {len(paths)} instances (model {ctx.settings.model})",
             )
+            encodings = await self._image_encodings(session, job.rule_id)
         beat = asyncio.create_task(self._beat(event.job_id, me))
         started = time.perf_counter()
         notes: list[str] = []  # what the outputs carry differently from the input, and why
         try:
-            result = await asyncio.to_thread(self._analyse, event.job_id, paths, notes)
+            result = await asyncio.to_thread(self._analyse, event.job_id, paths, notes, encodings)
         except Refusal as refusal:
             if refusal.__cause__ is not None:  # an error turned into a refusal: keep its trace
                 log.warning(
@@ -249,7 +254,22 @@ class InferenceService:
             except Exception as exc:
                 log.warning("analysis heartbeat failed, will retry", job_id=job_id, error=repr(exc))
 
-    def _analyse(self, job_id: int, paths: list[Path], notes: list[str]) -> AnalysisResult:
+    @staticmethod
+    async def _image_encodings(session: AsyncSession, rule_id: int | None) -> list[ImageEncoding]:
+        """The distinct image encodings of the rule's enabled destinations, the one stored as
+        the primary file first (the default when the rule names none)."""
+        if rule_id is None:
+            return ordered([])
+        names = await session.scalars(
+            select(Destination.image_encoding)
+            .join(RuleDestination, RuleDestination.destination_id == Destination.id)
+            .where(RuleDestination.rule_id == rule_id, Destination.enabled.is_(True))
+        )
+        return ordered(names)
+
+    def _analyse(
+        self, job_id: int, paths: list[Path], notes: list[str], encodings: list[ImageEncoding]
+    ) -> AnalysisResult:
         """Load, segment, quantify, render and store (runs in a worker thread); ``notes``
         get the input notes once the series is read.
 
@@ -257,14 +277,19 @@ class InferenceService:
         step it stopped, with the error chained for the service log."""
         steps = ["reading the series"]
         try:
-            return self._analyse_steps(job_id, paths, notes, steps.append)
+            return self._analyse_steps(job_id, paths, notes, encodings, steps.append)
         except Refusal:
             raise
         except Exception as error:
             raise AnalysisError(steps[-1]) from error
 
     def _analyse_steps(
-        self, job_id: int, paths: list[Path], notes: list[str], step: Callable[[str], None]
+        self,
+        job_id: int,
+        paths: list[Path],
+        notes: list[str],
+        encodings: list[ImageEncoding],
+        step: Callable[[str], None],
     ) -> AnalysisResult:
         """The steps of ``_analyse``; ``step(name)`` is called as each one starts."""
         from pulmogate.inference.analysis import analyse
@@ -287,6 +312,8 @@ class InferenceService:
         timings.update(analysis.timings)
         step("building the DICOM results")
         # Objects are built and written one at a time: one overlay image in memory, not all.
+        # A picture is stored once per image encoding of the job's destinations (the first
+        # is its primary file), so no delivery, resend or C-MOVE encodes it again.
         timings["render"] = timings["encode"] = 0.0
         stored: list[StoredOutput] = []
         t = time.perf_counter()
@@ -294,8 +321,15 @@ class InferenceService:
             built = time.perf_counter()
             timings["render"] += built - t
             ds = obj.dataset
-            path = self.ctx.storage.result_path(job_id, obj.kind, str(ds.SOPInstanceUID))
-            atomic_write(path, dataset_bytes(ds))
+            sop_uid = str(ds.SOPInstanceUID)
+            path = self.ctx.storage.result_path(job_id, obj.kind, sop_uid)
+            for n, (encoding, form) in enumerate(stored_forms(ds, encodings)):
+                target = (
+                    path
+                    if n == 0
+                    else self.ctx.storage.result_path(job_id, obj.kind, sop_uid, encoding)
+                )
+                atomic_write(target, dataset_bytes(form))
             t = time.perf_counter()
             timings["encode"] += t - built
             stored.append(

@@ -1,12 +1,25 @@
-"""Send a job's output files to one destination over one association."""
+"""Send a job's output files to one destination over one association, each picture in the
+destination's image encoding."""
 
 import asyncio
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pulmogate.common.dicom.scu import AssociationFailed, store
+from pydicom import dcmread
+
+from pulmogate.common.dicom.encoding import (
+    DEFAULT_IMAGE_ENCODING,
+    ImageEncoding,
+    encoded,
+    encoding_of,
+    is_picture,
+    offered_syntaxes,
+    syntax_of,
+)
+from pulmogate.common.dicom.scu import AssociationFailed, Outgoing, store
+from pulmogate.common.storage import Storage, atomic_write, dataset_bytes
 
 
 @dataclass(frozen=True)
@@ -17,6 +30,7 @@ class Peer:
     host: str
     port: int
     ae_title: str
+    image_encoding: ImageEncoding = DEFAULT_IMAGE_ENCODING
 
     def __str__(self) -> str:
         return f"{self.name} ({self.ae_title}@{self.host}:{self.port})"
@@ -29,6 +43,10 @@ class DispatchOutcome:
     sent: int
     total: int
     error: str | None
+    syntaxes: dict[str, int] = field(default_factory=dict)  # objects sent per syntax name
+    refused: tuple[str, ...] = ()  # preferred syntaxes the destination did not accept
+    decoded: int = 0  # pictures decoded here to be sent uncompressed
+    transcoded: int = 0  # pictures encoded here (and stored) in the destination's encoding
 
     @property
     def ok(self) -> bool:
@@ -45,11 +63,54 @@ def _network_detail(peer: Peer, timeout_s: float) -> str:
         return f" ({exc.strerror or type(exc).__name__})"
 
 
-def _send(paths: Sequence[Path], peer: Peer, calling_aet: str, timeout_s: float) -> DispatchOutcome:
-    """Blocking C-STORE of every file (runs in a worker thread)."""
+@dataclass(frozen=True)
+class StoredResult:
+    """One output object of a job as recorded: where its primary file is."""
+
+    job_id: int
+    kind: str
+    sop_instance_uid: str
+    path: Path
+
+
+def prepare(
+    results: Sequence[StoredResult], encoding: ImageEncoding, storage: Storage
+) -> tuple[list[Outgoing], int]:
+    """What to send for each result, and how many pictures had to be encoded for it.
+
+    A picture goes in the file stored in ``encoding``; a job analysed before the destination
+    wanted that encoding has none yet, so it is encoded from the primary file once and
+    stored beside it (a resend finds it). Every other result goes as stored."""
+    outgoing: list[Outgoing] = []
+    transcoded = 0
+    for result in results:
+        header = dcmread(result.path, stop_before_pixels=True)
+        path = result.path
+        if is_picture(header) and encoding_of(syntax_of(header)) is not encoding:
+            path = storage.result_path(
+                result.job_id, result.kind, result.sop_instance_uid, encoding.value
+            )
+            if not path.exists():
+                atomic_write(path, dataset_bytes(encoded(dcmread(result.path), encoding)))
+                transcoded += 1
+        syntaxes = tuple(str(s) for s in offered_syntaxes(header, encoding))
+        outgoing.append(Outgoing(path, str(header.SOPClassUID), syntaxes))
+    return outgoing, transcoded
+
+
+def _send(
+    results: Sequence[StoredResult],
+    peer: Peer,
+    storage: Storage,
+    calling_aet: str,
+    timeout_s: float,
+) -> DispatchOutcome:
+    """Blocking C-STORE of every result (runs in a worker thread)."""
+    total = len(results)
     try:
+        items, transcoded = prepare(results, peer.image_encoding, storage)
         result = store(
-            list(paths),
+            items,
             peer.host,
             peer.port,
             peer.ae_title,
@@ -57,24 +118,41 @@ def _send(paths: Sequence[Path], peer: Peer, calling_aet: str, timeout_s: float)
             timeout_s=timeout_s,
         )
     except AssociationFailed as exc:
-        return DispatchOutcome(0, len(paths), f"{exc}{_network_detail(peer, timeout_s)}")
+        return DispatchOutcome(0, total, f"{exc}{_network_detail(peer, timeout_s)}")
     except Exception as exc:
-        return DispatchOutcome(0, len(paths), f"{type(exc).__name__}: {exc}")
-    if result.ok and result.sent == len(paths):
-        return DispatchOutcome(result.sent, len(paths), None)
+        return DispatchOutcome(0, total, f"{type(exc).__name__}: {exc}")
+
+    def outcome(error: str | None) -> DispatchOutcome:
+        return DispatchOutcome(
+            result.sent,
+            total,
+            error,
+            dict(result.syntaxes),
+            tuple(sorted(result.refused)),
+            result.decoded,
+            transcoded,
+        )
+
+    if result.ok and result.sent == total:
+        return outcome(None)
     if result.failed:
         uid, reason = result.failed[0]
         error = (
-            f"{peer.ae_title} refused {len(result.failed)} of {len(paths)} objects "
+            f"{peer.ae_title} refused {len(result.failed)} of {total} objects "
             f"({reason}, first {uid})"
         )
     else:
-        error = f"association ended after {result.sent} of {len(paths)} objects"
-    return DispatchOutcome(result.sent, len(paths), error)
+        error = f"association ended after {result.sent} of {total} objects"
+    return outcome(error)
 
 
 async def dispatch(
-    paths: Sequence[Path], peer: Peer, *, calling_aet: str, timeout_s: float
+    results: Sequence[StoredResult],
+    peer: Peer,
+    *,
+    storage: Storage,
+    calling_aet: str,
+    timeout_s: float,
 ) -> DispatchOutcome:
-    """C-STORE ``paths`` to ``peer`` without blocking the event loop."""
-    return await asyncio.to_thread(_send, paths, peer, calling_aet, timeout_s)
+    """C-STORE ``results`` to ``peer`` without blocking the event loop."""
+    return await asyncio.to_thread(_send, results, peer, storage, calling_aet, timeout_s)

@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import structlog
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +19,7 @@ from pulmogate.common.db.models import (
     OutputObject,
     utcnow,
 )
+from pulmogate.common.dicom.encoding import ImageEncoding
 from pulmogate.common.events import DeliveryRequested, Event
 from pulmogate.common.job_states import mark_final, may_send
 from pulmogate.common.joblog import add_log
@@ -25,7 +27,7 @@ from pulmogate.common.metrics import DELIVERIES
 from pulmogate.common.outbox import enqueue
 from pulmogate.common.runtime import Context
 from pulmogate.sender.backoff import backoff_delay
-from pulmogate.sender.dispatch import DispatchOutcome, Peer, dispatch
+from pulmogate.sender.dispatch import DispatchOutcome, Peer, StoredResult, dispatch
 
 log = structlog.get_logger("pulmogate.sender")
 
@@ -36,6 +38,40 @@ FINAL = frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.FAILED})
 STALE_SENDING_S = 300.0
 RECONCILE_EVERY_S = 60.0
 STOP_WAIT_S = 10.0
+
+
+def sent_as(outcome: DispatchOutcome) -> str:
+    """The transfer syntaxes an attempt used, most objects first (for the job log)."""
+    counts = sorted(outcome.syntaxes.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{n} {name}" for name, n in counts) or "nothing"
+
+
+def encoding_notes(peer: Peer, outcome: DispatchOutcome) -> list[tuple[str, str]]:
+    """Job-log lines on what an attempt had to encode or decode for the destination."""
+    notes: list[tuple[str, str]] = []
+    if outcome.transcoded:
+        notes.append(
+            (
+                f"encoded {outcome.transcoded} pictures as {peer.image_encoding} for "
+                f"{peer.name} (stored for later sends)",
+                "info",
+            )
+        )
+    for syntax in outcome.refused:
+        if syntax == DeflatedExplicitVRLittleEndian.name:
+            notes.append(
+                (f"{peer.name} did not accept {syntax}: the SEG went uncompressed", "info")
+            )
+        else:
+            notes.append(
+                (
+                    f"{peer.name} did not accept {syntax}: pictures sent uncompressed instead "
+                    f"({outcome.decoded} decoded here, on every send); set the destination's "
+                    "image_encoding to one it accepts",
+                    "warning",
+                )
+            )
+    return notes
 
 
 class SenderService:
@@ -97,23 +133,34 @@ class SenderService:
             if delivery.status in FINAL:
                 log.info("delivery already final", id=delivery_id, status=delivery.status)
                 return
-            outputs = (
-                await session.execute(
-                    select(OutputObject.path, OutputObject.kind)
+            destination = await session.get(Destination, delivery.destination_id)
+            assert destination is not None
+            peer = Peer(
+                destination.name,
+                destination.host,
+                destination.port,
+                destination.ae_title,
+                ImageEncoding(destination.image_encoding),
+            )
+            results = [
+                StoredResult(row.job_id, row.kind, row.sop_instance_uid, Path(row.path))
+                for row in await session.execute(
+                    select(
+                        OutputObject.job_id,
+                        OutputObject.kind,
+                        OutputObject.sop_instance_uid,
+                        OutputObject.path,
+                    )
                     .where(OutputObject.job_id == delivery.job_id)
                     .order_by(OutputObject.id)
                 )
-            ).all()
-            if not may_send(job.status, (kind for _, kind in outputs)):
+            ]
+            if not may_send(job.status, (result.kind for result in results)):
                 # Re-opened (more instances, a re-analysis): the router announces the
                 # delivery again with the new results (or the new failure notice).
                 log.info("job not delivering, delivery waits", id=delivery_id, status=job.status)
                 return
-            destination = await session.get(Destination, delivery.destination_id)
-            assert destination is not None
-            peer = Peer(destination.name, destination.host, destination.port, destination.ae_title)
-            paths = [Path(path) for path, _ in outputs]
-            if not destination.enabled or not paths:
+            if not destination.enabled or not results:
                 reason = (
                     f"destination {destination.name} is disabled"
                     if not destination.enabled
@@ -125,10 +172,11 @@ class SenderService:
             delivery.attempts += 1
             delivery.next_attempt_at = None
             attempt = delivery.attempts
-        log.info("sending", id=delivery_id, objects=len(paths), peer=str(peer), attempt=attempt)
+        log.info("sending", id=delivery_id, objects=len(results), peer=str(peer), attempt=attempt)
         outcome = await dispatch(
-            paths,
+            results,
             peer,
+            storage=ctx.storage,
             calling_aet=ctx.settings.scu_ae_title,
             timeout_s=ctx.settings.delivery_timeout_s,
         )
@@ -153,11 +201,18 @@ class SenderService:
             assert delivery is not None
             if delivery.status in FINAL:
                 return
+            for line, level in encoding_notes(peer, outcome):
+                add_log(session, job_id, SERVICE, line, level=level)
             if outcome.ok:
                 delivery.status = DeliveryStatus.DELIVERED
                 delivery.delivered_at = utcnow()
                 delivery.last_error = None
-                add_log(session, job_id, SERVICE, f"delivered {outcome.sent} objects to {peer}")
+                add_log(
+                    session,
+                    job_id,
+                    SERVICE,
+                    f"delivered {outcome.sent} objects to {peer}: {sent_as(outcome)}",
+                )
                 DELIVERIES.labels(outcome="delivered").inc()
                 log.info("delivered", id=delivery_id, objects=outcome.sent, peer=str(peer))
             elif delivery.attempts < settings.delivery_max_attempts:

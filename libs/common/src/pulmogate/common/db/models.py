@@ -169,6 +169,9 @@ class Destination(Base):
     port: Mapped[int] = mapped_column(Integer)
     ae_title: Mapped[str] = mapped_column(String(16))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # How the result pictures (overlay, summary) are sent: jpeg, jpeg-ls, rle, uncompressed
+    # (pulmogate.common.dicom.encoding.ImageEncoding).
+    image_encoding: Mapped[str] = mapped_column(String(16), default="jpeg", server_default="jpeg")
 
 
 class RuleDestination(Base):

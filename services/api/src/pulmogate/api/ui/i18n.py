@@ -92,6 +92,7 @@ WORDS: dict[str, dict[str, str]] = {
     "host": {"en": "Host", "ru": "Хост"},
     "port": {"en": "Port", "ru": "Порт"},
     "ae_title": {"en": "AE title", "ru": "AE title"},
+    "image_encoding": {"en": "Image encoding", "ru": "Сжатие изображений"},
     "echo": {"en": "C-ECHO", "ru": "C-ECHO"},
     "install": {"en": "Install", "ru": "Установить"},
     "license_key": {"en": "License key", "ru": "Лицензионный ключ"},

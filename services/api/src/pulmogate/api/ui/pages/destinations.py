@@ -6,8 +6,19 @@ from fastapi import APIRouter, Request, Response
 
 from pulmogate.api.ui.backend import Backend
 from pulmogate.api.ui.pages.kit import back, form_fields, outcome, render, say, whoami
+from pulmogate.common.dicom.encoding import ImageEncoding
 
 router = APIRouter(include_in_schema=False)
+FIELDS = ("name", "host", "port", "ae_title", "image_encoding")
+ENCODINGS = [e.value for e in ImageEncoding]
+
+
+def _body(fields: dict[str, Any]) -> dict[str, Any]:
+    """The API body from the form (a form without the encoding leaves it as it is)."""
+    body: dict[str, Any] = {k: fields.get(k, "") for k in FIELDS}
+    if not body["image_encoding"]:
+        del body["image_encoding"]
+    return body
 
 
 @router.get("/destinations")
@@ -22,6 +33,7 @@ async def destinations_page(request: Request) -> Response:
         me,
         destinations=destinations.data if destinations.ok else [],
         load_error=destinations.error,
+        encodings=ENCODINGS,
     )
 
 
@@ -29,7 +41,7 @@ async def destinations_page(request: Request) -> Response:
 async def create_destination(request: Request) -> Response:
     """Add a destination from the form."""
     fields, token = await form_fields(request)
-    body = {k: fields.get(k, "") for k in ("name", "host", "port", "ae_title")}
+    body = _body(fields)
     async with Backend(request, token) as api:
         answer = await api.call("POST", "/destinations", json=body)
     return outcome(answer, "/destinations", say(request, "destination_added", name=body["name"]))
@@ -43,14 +55,16 @@ async def destination_edit_page(destination_id: int, request: Request) -> Respon
         destination = await api.get(f"/destinations/{destination_id}")
     if not destination.ok:
         return back("/destinations", error=destination.error)
-    return render(request, "destination_edit.html", me, destination=destination.data)
+    return render(
+        request, "destination_edit.html", me, destination=destination.data, encodings=ENCODINGS
+    )
 
 
 @router.post("/destinations/{destination_id}")
 async def update_destination(destination_id: int, request: Request) -> Response:
     """Save the edited destination."""
     fields, token = await form_fields(request)
-    body: dict[str, Any] = {k: fields.get(k, "") for k in ("name", "host", "port", "ae_title")}
+    body = _body(fields)
     body["enabled"] = fields.get("enabled") == "on"
     async with Backend(request, token) as api:
         answer = await api.call("PATCH", f"/destinations/{destination_id}", json=body)
