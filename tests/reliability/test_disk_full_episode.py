@@ -133,7 +133,8 @@ def test_a_rejection_left_by_a_disk_full_episode_is_reconsidered_when_the_rest_a
     said = [
         "rule 'recorder' matched; rejected: TOO_FEW_SLICES: 2 slices, at least 16 are needed",
         f"series grew from 2 to {SLICES} instances (2 received again, {SLICES - 2} new): "
-        "checked and analysed again",
+        "checked and analysed again; the 2 result objects of the previous analysis are "
+        "replaced",  # the failure notice (page and SR) sent for the rejection
         f"rule 'recorder' matched; {SLICES} slices passed the input checks; queued for analysis",
     ]
     assert [line for line in done["log"] if line in said] == said, done["log"]

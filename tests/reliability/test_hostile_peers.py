@@ -53,7 +53,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     }
     tmp: Path = tmp_path_factory.mktemp("hostile")
     with run_gateway(tmp, [["up"]], extra_env=env) as gw:
-        add_route(gw, free_port(), name="pacs", source_ae_title="PACS", source_ip="127.0.0.1")
+        # No failure notices: the PACS's one-slice visits are refused, and building a notice
+        # page in this same process would count in the RSS bound of the receiver's edge.
+        add_route(
+            gw,
+            free_port(),
+            name="pacs",
+            source_ae_title="PACS",
+            source_ip="127.0.0.1",
+            failure_notices=False,
+        )
         assert pacs_visit(gw.dicom_port).served
         yield gw
 
