@@ -20,6 +20,7 @@ waits for every job to be final and checks every output was delivered once.
 import argparse
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -68,7 +69,12 @@ def postgres_url() -> str:
     return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
 
 
-def sql(url: str, query: str) -> str:
+def sql(url: str, query: str, sqlite_file: Path | None = None) -> str:
+    """One value of a query on the receiver's database (Postgres ``url``, or the SQLite file)."""
+    if not url:
+        assert sqlite_file is not None
+        with closing(sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True, timeout=30)) as db:
+            return str(db.execute(query).fetchone()[0])
     libpq = url.replace("postgresql+asyncpg://", "postgresql://")
     return subprocess.run(
         ["psql", libpq, "-At", "-c", query], check=True, capture_output=True, text=True
@@ -266,6 +272,7 @@ def main() -> int:
                 threading.Thread(target=send, args=(port, s, latencies[i], acked[i]))
                 for i, s in enumerate(series)
             ]
+            load_before = os.getloadavg()[0]
             started = time.perf_counter()
             for t in threads:
                 t.start()
@@ -276,31 +283,30 @@ def main() -> int:
             successes = {u for a in acked for u in a}
             pipeline = pipeline_report()
             # Every series must be announced (quiet period after the last release).
-            if url:
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    if sql(url, "SELECT count(*) FROM series WHERE status <> 'receiving'") == str(
-                        len(series)
-                    ):
-                        break
-                    time.sleep(0.5)
-                rows = int(sql(url, "SELECT count(*) FROM instances"))
-                distinct = int(sql(url, "SELECT count(DISTINCT sop_instance_uid) FROM instances"))
-                announced = int(
-                    sql(url, "SELECT count(*) FROM outbox WHERE routing_key = 'series.arrived'")
-                )
-                complete = int(sql(url, "SELECT count(*) FROM series WHERE status <> 'receiving'"))
-            else:
-                rows = distinct = announced = complete = -1
+            db_file = tmp / "data" / "pulmogate.db"
+
+            def query(text: str) -> int:
+                return int(sql(url, text, db_file))
+
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if query("SELECT count(*) FROM series WHERE status <> 'receiving'") == len(series):
+                    break
+                time.sleep(0.5)
+            rows = query("SELECT count(*) FROM instances")
+            distinct = query("SELECT count(DISTINCT sop_instance_uid) FROM instances")
+            announced = query("SELECT count(*) FROM outbox WHERE routing_key = 'series.arrived'")
+            complete = query("SELECT count(*) FROM series WHERE status <> 'receiving'")
             rss.stop.set()
         stored = sum(1 for p in (tmp / "data").rglob("*.dcm") if "incoming" in p.parts)
-        lost = len(successes) - min(rows, stored) if url else len(successes) - stored
-        duplicates = rows - distinct if url else 0
+        lost = len(successes) - min(rows, stored)
+        duplicates = rows - distinct
         backend = "sqlite" if not url else "postgres"
         print(
             f"{args.associations} associations x {args.slices} slices of {args.size}x{args.size}"
             f" ({len(files)} instances, {megabytes:.0f} MB), receiver on {backend}, "
-            f"{os.cpu_count()} CPUs"
+            f"{os.cpu_count()} CPUs, load average {load_before:.2f} before, "
+            f"{os.getloadavg()[0]:.2f} after"
         )
         print(
             f"wall {seconds:.1f} s: {len(files) / seconds:.1f} instances/s, "

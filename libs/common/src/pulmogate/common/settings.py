@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     series_quiet_seconds: float = 5.0
     series_idle_seconds: float = 60.0
     receiver_group_interval_s: float = Field(
-        0.02,
+        0.1,
         ge=0,
         le=5,
         description="The rows of acknowledged instances are committed in groups at most this often",

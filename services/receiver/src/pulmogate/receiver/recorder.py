@@ -27,7 +27,7 @@ from pulmogate.receiver.records import (
 
 log = structlog.get_logger("pulmogate.receiver")
 
-GROUP_INTERVAL_S = 0.02  # default: at most this often a commit, the group fills meanwhile
+GROUP_INTERVAL_S = 0.1  # default: at most this often a commit, the group fills meanwhile
 GROUP_MAX = 500
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 10.0
