@@ -7,7 +7,7 @@ pixel decoding, the peer in the file meta) with ``atomic_write`` and answers suc
 file is durable: from then on the instance cannot be lost. Its rows are recorded in groups by
 ``recorder`` (at the next start by ``recovery`` when the process died first). What must be
 known before the answer, whether the SOP Instance UID is stored in another series, is asked
-of the database while the file is being written and fsynced.
+of the database by ``sop_index`` (on Postgres while the file is written and fsynced).
 """
 
 import asyncio
@@ -45,8 +45,9 @@ from pulmogate.receiver.pending import PendingInstances
 from pulmogate.receiver.policy import SourcePattern, brings_images, enabled_sources, refusal
 from pulmogate.receiver.qr import QueryRetrieveSCP, add_query_retrieve_contexts
 from pulmogate.receiver.recorder import GROUP_INTERVAL_S, InstanceRecorder
-from pulmogate.receiver.records import AssociationEnded, Peer, StoredInstance, stored_series_of
+from pulmogate.receiver.records import AssociationEnded, Peer, StoredInstance
 from pulmogate.receiver.server import GuardedServer, start_guarded_server
+from pulmogate.receiver.sop_index import StoredSopIndex
 
 log = structlog.get_logger("pulmogate.receiver")
 
@@ -115,6 +116,7 @@ class StoreSCP:
         self._lock = threading.Lock()
         self.pending = PendingInstances()
         self.markers = SeriesMarkers(storage.root)
+        self.sop_index = StoredSopIndex(db, loop, DB_WAIT_S)
         self.recorder = InstanceRecorder(
             db, self.pending, self.markers, loop, interval_s=group_interval_s
         )
@@ -271,6 +273,8 @@ class StoreSCP:
     def on_association_end(self, event: DicomEvent) -> None:
         """Released, aborted or dropped: the series it brought lose one open association
         (recorded after its instances' rows)."""
+        if threading.current_thread() is event.assoc:
+            self.sop_index.close_thread()
         with self._lock:
             counted = self._series_by_assoc.pop(id(event.assoc), {})
             held = self._held_by_assoc.pop(id(event.assoc), set())
@@ -343,10 +347,7 @@ class StoreSCP:
         if self.pending.reserve(sop_uid, series_uid) is not None:
             raise CannotUnderstand(CONFLICT)
         try:
-            # Asked now, answered while the file is written and fsynced.
-            stored_in = asyncio.run_coroutine_threadsafe(
-                stored_series_of(self.db, sop_uid), self.loop
-            )
+            stored_in = self.sop_index.ask(sop_uid)
             key = (study_uid, series_uid)
             with self._lock:
                 held = self._held_by_assoc.setdefault(id(event.assoc), set())
@@ -356,7 +357,7 @@ class StoreSCP:
                 self.markers.hold(study_uid, series_uid)
             atomic_write(path, encoded)
             try:
-                other = stored_in.result(timeout=DB_WAIT_S)
+                other = stored_in()
             except Exception as exc:
                 raise IndexUnavailable(repr(exc)) from exc
             if other is not None and other != series_uid:

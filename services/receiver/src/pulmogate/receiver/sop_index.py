@@ -1,0 +1,61 @@
+"""Where a SOP Instance UID is already stored: the one question a C-STORE must have answered
+by the database before its success.
+
+On Postgres the question goes to the service's event loop as soon as the header is read and
+is answered while the file is written and fsynced. On the embedded SQLite file it is asked in
+the association thread itself, after the write, on a read-only connection of that thread (a
+few tens of microseconds; no hop to the loop and to aiosqlite's thread and back, each of
+which waits for a CPU on a busy two-core machine).
+"""
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+
+from sqlalchemy.engine import make_url
+
+from pulmogate.common.db.session import Database
+from pulmogate.receiver.records import stored_series_of
+
+Answer = Callable[[], str | None]
+QUERY = (
+    "SELECT s.series_uid FROM instances i JOIN series s ON s.id = i.series_id "
+    "WHERE i.sop_instance_uid = ?"
+)
+
+
+class StoredSopIndex:
+    """Asks the database which series holds a SOP Instance UID."""
+
+    def __init__(self, db: Database, loop: asyncio.AbstractEventLoop, wait_s: float) -> None:
+        self.db = db
+        self.loop = loop
+        self.wait_s = wait_s
+        database = make_url(db.url).database if db.is_sqlite else None
+        self.sqlite_file = database if database and database != ":memory:" else None
+        self._local = threading.local()
+
+    def ask(self, sop_uid: str) -> Answer:
+        """Start the question; the returned callable blocks for (and returns) the answer."""
+        if self.sqlite_file is not None:
+            return lambda: self._sqlite_answer(sop_uid)
+        future = asyncio.run_coroutine_threadsafe(stored_series_of(self.db, sop_uid), self.loop)
+        return lambda: future.result(timeout=self.wait_s)
+
+    def _sqlite_answer(self, sop_uid: str) -> str | None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                f"file:{self.sqlite_file}?mode=ro", uri=True, timeout=self.wait_s
+            )
+            self._local.conn = conn
+        row = conn.execute(QUERY, (sop_uid,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def close_thread(self) -> None:
+        """Close this thread's connection (its association ended)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
