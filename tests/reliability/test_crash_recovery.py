@@ -221,7 +221,8 @@ def test_receiver_killed_after_the_last_response_before_announcing_completes_on_
     report = send_series(gateway.dicom_port, files, after_each=fault)
     assert len(report.acknowledged) == SLICES
     status = sql(pg_url, f"SELECT status FROM series WHERE series_uid = '{series_uid}'")
-    assert status == [["receiving"]], status
+    # Rows follow the answers in groups: none committed yet is possible (recovered at start).
+    assert status in ([["receiving"]], []), status
     restart(gateway, "receiver")
     wait_echo(gateway)
     # Cut off with its association open: announced after series_idle_seconds (8 s here).
