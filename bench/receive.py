@@ -23,12 +23,15 @@ each round to the durable SCP of the same round. Asserts nothing.
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -120,8 +123,9 @@ def _drop(url: str) -> None:
     )
 
 
-def run_target(target: str, files: list[Path], tmp: Path) -> float:
-    """Start the target SCP, send the series once, stop it; return seconds."""
+@contextmanager
+def running(target: str, tmp: Path) -> Iterator[int]:
+    """Start the target SCP in its own process; yield its port; stop it."""
     port = free_port()
     env = dict(os.environ)
     data = tmp / f"data-{target}-{uuid.uuid4().hex[:6]}"
@@ -141,17 +145,20 @@ def run_target(target: str, files: list[Path], tmp: Path) -> float:
             "PULMOGATE_LOG_LEVEL": "WARNING",
             "PULMOGATE_ACCEPT_FROM": "any",  # storescu's default AE is named by no rule here
         }
-        subprocess.run([str(BIN / "pulmogate"), "db", "upgrade"], env=env, check=True)
+        subprocess.run(
+            [str(BIN / "pulmogate"), "db", "upgrade"], env=env, check=True, capture_output=True
+        )
         cmd = [str(BIN / "pulmogate"), "receiver"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_echo(port, proc, "SCP")
-        return _send(port, files)
+        yield port
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         if url:
             _drop(url)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def _spread(values: list[float]) -> str:
@@ -164,6 +171,9 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--sends", type=int, default=3, help="series sent to each target per round, interleaved"
+    )
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated")
     args = parser.parse_args()
     targets = [t for t in args.targets.split(",") if t]
@@ -172,30 +182,46 @@ def main() -> None:
         parser.error(f"unknown targets {sorted(unknown)}; choose from {TARGETS}")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        files = write_series(make_phantom(slices=args.slices, size=args.size, seed=1), tmp / "ct")
-        megabytes = sum(f.stat().st_size for f in files) / 1e6
+        phantom = make_phantom(slices=args.slices, size=args.size, seed=1)
+        # One series per send of a round (new UIDs each): the receiver stores each anew.
+        series = [write_series(phantom, tmp / f"ct{k}", seed=k) for k in range(args.sends)]
+        count = len(series[0])
+        megabytes = sum(f.stat().st_size for f in series[0]) / 1e6
         print(
-            f"{len(files)} instances, {megabytes:.0f} MB, dcmtk storescu, one association, "
-            f"{os.cpu_count()} CPUs, load average {load_average():.2f} at the start"
+            f"{count} instances, {megabytes:.0f} MB, dcmtk storescu, one association, "
+            f"{os.cpu_count()} CPUs, load average {load_average():.2f} at the start; "
+            f"{args.rounds} rounds, {args.sends} sends per target per round, interleaved"
         )
-        print(f"{'round':>5}  {'target':<22}{'seconds':>9}{'inst/s':>9}{'MB/s':>7}{'load':>7}")
+        print(
+            f"{'round':>5} {'send':>4}  {'target':<22}{'seconds':>9}{'inst/s':>9}{'MB/s':>7}{'load':>7}"
+        )
         rates: dict[str, list[float]] = {t: [] for t in targets}
+        round_ratios: dict[str, list[float]] = {t: [] for t in targets}
         for round_no in range(1, args.rounds + 1):
-            for target in targets:
-                seconds = run_target(target, files, tmp)
-                rate = len(files) / seconds
-                rates[target].append(rate)
-                print(
-                    f"{round_no:>5}  {LABELS[target]:<22}{seconds:>9.2f}{rate:>9.1f}"
-                    f"{megabytes / seconds:>7.1f}{load_average():>7.2f}",
-                    flush=True,
-                )
+            this_round: dict[str, list[float]] = {t: [] for t in targets}
+            with ExitStack() as stack:
+                ports = {t: stack.enter_context(running(t, tmp)) for t in targets}
+                for send_no, files in enumerate(series, start=1):
+                    for target in targets:
+                        seconds = _send(ports[target], files)
+                        rate = count / seconds
+                        this_round[target].append(rate)
+                        rates[target].append(rate)
+                        print(
+                            f"{round_no:>5} {send_no:>4}  {LABELS[target]:<22}{seconds:>9.2f}"
+                            f"{rate:>9.1f}{megabytes / seconds:>7.1f}{load_average():>7.2f}",
+                            flush=True,
+                        )
+            if "durable" in this_round:
+                durable = statistics.median(this_round["durable"])
+                for target in targets:
+                    round_ratios[target].append(statistics.median(this_round[target]) / durable)
         print(f"load average {load_average():.2f} at the end")
-        print(f"{'target':<22}  inst/s median (range)   ratio to durable, per round")
+        print(f"{'target':<22}  inst/s median (range)   ratio of medians to durable, per round")
         for target in targets:
             ratio = ""
             if "durable" in rates and target != "durable":
-                per_round = [r / d for r, d in zip(rates[target], rates["durable"], strict=True)]
+                per_round = round_ratios[target]
                 ratio = ", ".join(f"{x:.0%}" for x in per_round)
                 ratio += f"  (median {statistics.median(per_round):.0%})"
             print(f"{LABELS[target]:<22}  {_spread(rates[target]):<22} {ratio}")

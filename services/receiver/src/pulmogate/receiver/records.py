@@ -89,16 +89,6 @@ class GroupOutcome:
     series_ids: dict[str, int] = field(default_factory=dict)
 
 
-async def stored_series_of(db: Database, sop_uid: str) -> str | None:
-    """The series UID a SOP Instance UID is stored in (None: not stored)."""
-    async with db.sessions() as session:
-        return await session.scalar(
-            select(Series.series_uid)
-            .join(Instance, Instance.series_id == Series.id)
-            .where(Instance.sop_instance_uid == sop_uid)
-        )
-
-
 async def record_group(db: Database, entries: Sequence[Entry]) -> GroupOutcome:
     """Record stored instances and ended associations, in order, in one transaction.
 

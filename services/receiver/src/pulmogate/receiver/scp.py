@@ -45,7 +45,7 @@ from pulmogate.receiver.pending import PendingInstances
 from pulmogate.receiver.policy import SourcePattern, brings_images, enabled_sources, refusal
 from pulmogate.receiver.qr import QueryRetrieveSCP, add_query_retrieve_contexts
 from pulmogate.receiver.recorder import GROUP_INTERVAL_S, InstanceRecorder
-from pulmogate.receiver.records import AssociationEnded, Peer, StoredInstance
+from pulmogate.receiver.records import AssociationEnded, Peer
 from pulmogate.receiver.server import GuardedServer, start_guarded_server
 from pulmogate.receiver.sop_index import StoredSopIndex
 
@@ -346,6 +346,17 @@ class StoreSCP:
         path = self.storage.instance_path(study_uid, series_uid, sop_uid)
         if self.pending.reserve(sop_uid, series_uid) is not None:
             raise CannotUnderstand(CONFLICT)
+        ticket, size = object(), len(encoded)
+        self.recorder.prepare(
+            ticket,
+            lambda: received_instance(
+                ds,
+                sop_class_uid=str(context.abstract_syntax),
+                transfer_syntax_uid=str(context.transfer_syntax),
+                path=path,
+                size_bytes=size,
+            ),
+        )
         try:
             stored_in = self.sop_index.ask(sop_uid)
             key = (study_uid, series_uid)
@@ -364,26 +375,15 @@ class StoreSCP:
                 path.unlink(missing_ok=True)  # its own series folder: never the stored copy
                 raise CannotUnderstand(CONFLICT)
         except BaseException:
+            self.recorder.forget(ticket)
             self.pending.settle(sop_uid)
             raise
         with self._lock:
             counted = self._series_by_assoc.setdefault(id(event.assoc), {})
             first_of_series = series_uid not in counted
             counted[series_uid] = study_uid
-        received_at, size = utcnow(), len(encoded)
-
-        def stored() -> StoredInstance:
-            # Built on the loop (the values it indexes take a while to convert): off the
-            # path of the answer, while this thread waits for the next request.
-            item = received_instance(
-                ds,
-                sop_class_uid=str(context.abstract_syntax),
-                transfer_syntax_uid=str(context.transfer_syntax),
-                path=path,
-                size_bytes=size,
-            )
-            return StoredInstance(item, peer, first_of_series, received_at)
-
-        self.recorder.submit_built(stored, sop_uid)
+        self.recorder.commit(
+            ticket, sop_uid, peer, new_for_association=first_of_series, received_at=utcnow()
+        )
         log.debug("instance stored", sop_instance_uid=sop_uid, series_uid=series_uid)
         return STATUS_SUCCESS

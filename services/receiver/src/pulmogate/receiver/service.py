@@ -80,6 +80,7 @@ class ReceiverService:
             # Association threads may be waiting on this loop: shut down off-loop.
             await asyncio.to_thread(self.scp.stop)
             await self.scp.recorder.stop()
+            await self.scp.sop_index.close()
             self.scp = None
         if self._completion is not None:
             self._completion.cancel()
