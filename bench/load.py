@@ -41,6 +41,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from pulmogate.common.phantom import make_phantom, write_series
 from tests.fixtures.infra import free_port, wait_for_echo
+from tests.reliability.scu import responses_only_to_requests
 
 BIN = Path(sys.executable).parent
 
@@ -109,6 +110,7 @@ def send(port: int, files: list[Path], latencies: list[float], acked: list[str])
     assoc = ae.associate("127.0.0.1", port, ae_title="PULMOGATE")
     if not assoc.is_established:
         raise RuntimeError("association refused")
+    responses_only_to_requests(assoc)  # pynetdicom's requestor race: see tests/reliability/scu.py
     try:
         for path in files:
             uid = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
@@ -141,11 +143,9 @@ def receiver_alone(tmp: Path, url: str) -> Iterator[tuple[int, int, Callable[[],
         "PULMOGATE_ACCEPT_FROM": "any",
     }
     subprocess.run([str(BIN / "pulmogate"), "db", "upgrade"], env=env, check=True)
+    log = (tmp / "receiver.log").open("wb")
     proc = subprocess.Popen(
-        [str(BIN / "pulmogate"), "receiver"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [str(BIN / "pulmogate"), "receiver"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         wait_for_echo(port, proc, "receiver")
@@ -242,6 +242,11 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the data and logs folder")
     args = parser.parse_args()
     _config.STORE_SEND_CHUNKED_DATASET = True  # send files as stored, no re-encoding
+    # pynetdicom's own warnings of the senders (e.g. a response its reactor took for itself).
+    import logging
+
+    logging.getLogger("pynetdicom").addHandler(logging.StreamHandler())
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
     tmp = Path(tempfile.mkdtemp(prefix="pulmogate-load-"))
     url = ""

@@ -75,11 +75,17 @@ class StoredSopIndex:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
-                f"file:{self.sqlite_file}?mode=ro", uri=True, timeout=self.wait_s
+                f"file:{self.sqlite_file}?mode=ro",
+                uri=True,
+                timeout=self.wait_s,
+                isolation_level=None,
+                check_same_thread=True,
             )
             self._local.conn = conn
-        row = conn.execute(QUERY.format("?"), (sop_uid,)).fetchone()
-        return None if row is None else str(row[0])
+        # fetchall: the statement runs to its end, so this connection holds no read snapshot
+        # (SQLite has five WAL read marks; snapshots left open by twenty threads block readers).
+        rows = conn.execute(QUERY.format("?"), (sop_uid,)).fetchall()
+        return str(rows[0][0]) if rows else None
 
     def close_thread(self) -> None:
         """Close this thread's connection (its association ended)."""
