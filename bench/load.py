@@ -1,7 +1,7 @@
 """Receiver load: N concurrent associations, each sending its own CT series.
 
 Starts ``pulmogate receiver`` (Postgres by default, a fresh database; durable writes:
-fsync'd file and committed row before each success), then opens ``--associations``
+each success after the fsync'd file, rows in groups), then opens ``--associations``
 pynetdicom associations at once, each C-STOREing one series of ``--slices`` slices
 (new study/series/SOP UIDs per association, files sent as they are on disk). Prints
 instances/s, MB/s, C-STORE latency percentiles (request to response, per instance),
