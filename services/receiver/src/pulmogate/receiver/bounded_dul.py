@@ -103,16 +103,18 @@ class BoundedDUL(DULServiceProvider):
         assoc: "Association",
         limits: EdgeLimits,
         on_request_read: Callable[[], None] = lambda: None,
+        on_closed: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(assoc)
         self.limits = limits
         self.on_request_read = on_request_read
+        self.on_closed = on_closed
         self._connected_at = time.monotonic()
         # The reactor waits in select (see _is_transport_event), never in a fixed sleep.
         self._run_loop_delay = 0.0
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        # Made when the reactor starts (a connection refused at admission never starts it).
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
 
     def _is_transport_event(self) -> bool:
         """Leave the socket unread while decoded messages wait (the peer's TCP window fills);
@@ -132,25 +134,35 @@ class BoundedDUL(DULServiceProvider):
         if raw is None:
             time.sleep(BACK_PRESSURE_PAUSE_S)
             return False
+        woken = False
         if (
             self.state_machine.current_state != "Sta13"
             and self.event_queue.empty()
             and self.to_provider_queue.empty()
         ):
             with contextlib.suppress(OSError, ValueError):
-                ready, _, _ = select.select([raw, self._wake_r], [], [], IDLE_WAIT_S)
-                if self._wake_r in ready:
+                waits = [raw] if self._wake_r is None else [raw, self._wake_r]
+                ready, _, _ = select.select(waits, [], [], IDLE_WAIT_S)
+                if self._wake_r is not None and self._wake_r in ready:
                     self._drain_wake()
-        return bool(super()._is_transport_event())
+                    woken = True
+        read = bool(super()._is_transport_event())
+        if not (read or woken) and self.event_queue.empty() and self.to_provider_queue.empty():
+            # Nothing read, nothing to send or do: pause as pynetdicom does, so that a socket
+            # select finds readable without a PDU (one being closed) never makes this spin.
+            time.sleep(BACK_PRESSURE_PAUSE_S)
+        return read
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"\x00")
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\x00")
 
     def _drain_wake(self) -> None:
-        with contextlib.suppress(OSError):
-            while self._wake_r.recv(4096):
-                pass
+        if self._wake_r is not None:
+            with contextlib.suppress(OSError):
+                while self._wake_r.recv(4096):
+                    pass
 
     def send_pdu(self, primitive: "_PDUPrimitiveType") -> None:
         """Queue a primitive to send and wake the reactor for it."""
@@ -175,11 +187,16 @@ class BoundedDUL(DULServiceProvider):
     def close_wake(self) -> None:
         """Close the wake-up pipe (the reactor has ended)."""
         for sock in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                sock.close()
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
 
     def run_reactor(self) -> None:
         """pynetdicom's reactor; the wake-up pipe is closed however it ends."""
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        self._wake_r, self._wake_w = wake_r, wake_w
         try:
             super().run_reactor()
         finally:
@@ -259,6 +276,7 @@ class BoundedDUL(DULServiceProvider):
             return
         except PeerGone:
             self.event_queue.put("Evt17")
+            self.on_closed()
             return
         try:
             pdu, event = self._decode_pdu(header + body)
@@ -287,6 +305,9 @@ class BoundedDUL(DULServiceProvider):
                 raw.sendall(abort.encode())
         if wrapper is not None:
             wrapper.close()
+        # The connection is gone now, not when the association thread notices (a refused
+        # request used to hold its pending slot until the ARTIM timer expired).
+        self.on_closed()
 
 
 class BoundedDIMSE(DIMSEServiceProvider):
