@@ -1,7 +1,7 @@
 """Receiver load: N concurrent associations, each sending its own CT series.
 
 Starts ``pulmogate receiver`` (Postgres by default, a fresh database; durable writes:
-fsync'd file and committed row before each success), then opens ``--associations``
+each success after the fsync'd file, rows in groups), then opens ``--associations``
 pynetdicom associations at once, each C-STOREing one series of ``--slices`` slices
 (new study/series/SOP UIDs per association, files sent as they are on disk). Prints
 instances/s, MB/s, C-STORE latency percentiles (request to response, per instance),
@@ -20,6 +20,7 @@ waits for every job to be final and checks every output was delivered once.
 import argparse
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,6 +41,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from pulmogate.common.phantom import make_phantom, write_series
 from tests.fixtures.infra import free_port, wait_for_echo
+from tests.reliability.scu import responses_only_to_requests
 
 BIN = Path(sys.executable).parent
 
@@ -68,7 +70,12 @@ def postgres_url() -> str:
     return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
 
 
-def sql(url: str, query: str) -> str:
+def sql(url: str, query: str, sqlite_file: Path | None = None) -> str:
+    """One value of a query on the receiver's database (Postgres ``url``, or the SQLite file)."""
+    if not url:
+        assert sqlite_file is not None
+        with closing(sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True, timeout=30)) as db:
+            return str(db.execute(query).fetchone()[0])
     libpq = url.replace("postgresql+asyncpg://", "postgresql://")
     return subprocess.run(
         ["psql", libpq, "-At", "-c", query], check=True, capture_output=True, text=True
@@ -103,6 +110,7 @@ def send(port: int, files: list[Path], latencies: list[float], acked: list[str])
     assoc = ae.associate("127.0.0.1", port, ae_title="PULMOGATE")
     if not assoc.is_established:
         raise RuntimeError("association refused")
+    responses_only_to_requests(assoc)  # pynetdicom's requestor race: see tests/reliability/scu.py
     try:
         for path in files:
             uid = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
@@ -135,11 +143,9 @@ def receiver_alone(tmp: Path, url: str) -> Iterator[tuple[int, int, Callable[[],
         "PULMOGATE_ACCEPT_FROM": "any",
     }
     subprocess.run([str(BIN / "pulmogate"), "db", "upgrade"], env=env, check=True)
+    log = (tmp / "receiver.log").open("wb")
     proc = subprocess.Popen(
-        [str(BIN / "pulmogate"), "receiver"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [str(BIN / "pulmogate"), "receiver"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         wait_for_echo(port, proc, "receiver")
@@ -236,6 +242,11 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the data and logs folder")
     args = parser.parse_args()
     _config.STORE_SEND_CHUNKED_DATASET = True  # send files as stored, no re-encoding
+    # pynetdicom's own warnings of the senders (e.g. a response its reactor took for itself).
+    import logging
+
+    logging.getLogger("pynetdicom").addHandler(logging.StreamHandler())
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
     tmp = Path(tempfile.mkdtemp(prefix="pulmogate-load-"))
     url = ""
@@ -266,6 +277,7 @@ def main() -> int:
                 threading.Thread(target=send, args=(port, s, latencies[i], acked[i]))
                 for i, s in enumerate(series)
             ]
+            load_before = os.getloadavg()[0]
             started = time.perf_counter()
             for t in threads:
                 t.start()
@@ -276,31 +288,30 @@ def main() -> int:
             successes = {u for a in acked for u in a}
             pipeline = pipeline_report()
             # Every series must be announced (quiet period after the last release).
-            if url:
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    if sql(url, "SELECT count(*) FROM series WHERE status <> 'receiving'") == str(
-                        len(series)
-                    ):
-                        break
-                    time.sleep(0.5)
-                rows = int(sql(url, "SELECT count(*) FROM instances"))
-                distinct = int(sql(url, "SELECT count(DISTINCT sop_instance_uid) FROM instances"))
-                announced = int(
-                    sql(url, "SELECT count(*) FROM outbox WHERE routing_key = 'series.arrived'")
-                )
-                complete = int(sql(url, "SELECT count(*) FROM series WHERE status <> 'receiving'"))
-            else:
-                rows = distinct = announced = complete = -1
+            db_file = tmp / "data" / "pulmogate.db"
+
+            def query(text: str) -> int:
+                return int(sql(url, text, db_file))
+
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if query("SELECT count(*) FROM series WHERE status <> 'receiving'") == len(series):
+                    break
+                time.sleep(0.5)
+            rows = query("SELECT count(*) FROM instances")
+            distinct = query("SELECT count(DISTINCT sop_instance_uid) FROM instances")
+            announced = query("SELECT count(*) FROM outbox WHERE routing_key = 'series.arrived'")
+            complete = query("SELECT count(*) FROM series WHERE status <> 'receiving'")
             rss.stop.set()
         stored = sum(1 for p in (tmp / "data").rglob("*.dcm") if "incoming" in p.parts)
-        lost = len(successes) - min(rows, stored) if url else len(successes) - stored
-        duplicates = rows - distinct if url else 0
+        lost = len(successes) - min(rows, stored)
+        duplicates = rows - distinct
         backend = "sqlite" if not url else "postgres"
         print(
             f"{args.associations} associations x {args.slices} slices of {args.size}x{args.size}"
             f" ({len(files)} instances, {megabytes:.0f} MB), receiver on {backend}, "
-            f"{os.cpu_count()} CPUs"
+            f"{os.cpu_count()} CPUs, load average {load_before:.2f} before, "
+            f"{os.getloadavg()[0]:.2f} after"
         )
         print(
             f"wall {seconds:.1f} s: {len(files) / seconds:.1f} instances/s, "

@@ -4,9 +4,11 @@ instance's C-STORE status, so a test knows exactly which instances were acknowle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pynetdicom import AE
+from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 SUCCESS = 0x0000
@@ -21,6 +23,25 @@ class SendReport:
     @property
     def acknowledged(self) -> set[str]:
         return {uid for uid, status in self.statuses.items() if status == SUCCESS}
+
+
+def responses_only_to_requests(assoc: Association) -> Association:
+    """Keep pynetdicom's reactor of a C-STORE SCU from taking the responses for itself.
+
+    pynetdicom 3.0's requestor reactor polls the DIMSE queue between two looks at its pause
+    flag; a response that arrives in between (an SCP that answers within a millisecond, a
+    sender thread that lost the GIL) is logged "Received unexpected C-STORE service message"
+    and dropped, and ``send_c_store`` waits for it until its timeout. A storage SCU serves no
+    requests, so its reactor is given none; ``send_c_store`` still reads its answers.
+    """
+    dimse = assoc.dimse
+    blocking_get = dimse.get_msg
+
+    def get_msg(block: bool = False) -> Any:
+        return blocking_get(block=True) if block else (None, None)
+
+    dimse.get_msg = get_msg  # type: ignore[method-assign]
+    return assoc
 
 
 def sop_uid(path: Path) -> str:
@@ -45,6 +66,7 @@ def send_series(
     assoc = ae.associate("127.0.0.1", port, ae_title="PULMOGATE")
     if not assoc.is_established:
         raise AssertionError("association not established")
+    responses_only_to_requests(assoc)
     try:
         for index, path in enumerate(files):
             uid = sop_uid(path)

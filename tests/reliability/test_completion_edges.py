@@ -17,6 +17,7 @@ services/receiver/src/pulmogate/receiver/completion.py and docs/reliability.md):
 import asyncio
 from typing import Any
 
+import pytest
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE
@@ -153,3 +154,28 @@ async def test_a_sop_instance_uid_reused_in_another_series_is_refused_and_leaves
         assert [i.sop_instance_uid for i in await rx.instances(first)] == [
             str(original.SOPInstanceUID)
         ]
+
+
+@pytest.mark.parametrize("sqlite", [False, True], ids=["postgres", "sqlite"])
+async def test_a_sop_instance_uid_recorded_earlier_in_another_series_is_refused(
+    receiver_on: ReceiverFactory, sqlite: bool
+) -> None:
+    """As above with the first row committed before the reuse (the answer then comes from the
+    database, not from the instances still pending), on both databases."""
+    study, first, second = generate_uid(), generate_uid(), generate_uid()
+    original = ct_slice(study, first, 0)
+    reused = ct_slice(study, second, 0, sop_uid=str(original.SOPInstanceUID))
+    async with receiver_on(sqlite=sqlite) as rx:
+        assoc = await in_thread(associate, rx.port)
+        try:
+            assert await in_thread(store, assoc, [original]) == [SUCCESS]
+            await rx.recorded()
+            assert rx.service.scp is not None and not rx.service.scp.pending.holds(first)
+            answer = await in_thread(assoc.send_c_store, reused)
+        finally:
+            await in_thread(assoc.release)
+        await rx.wait_arrivals(first)
+        assert int(answer.Status) == 0xC210
+        assert "already stored in another series" in str(answer.ErrorComment)
+        assert await rx.series(second) is None
+        assert [p.parent.name for p in rx.incoming.rglob("*.dcm")] == [first]

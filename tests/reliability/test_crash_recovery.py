@@ -125,7 +125,20 @@ def wait_final_job(gw: Gateway, series_uid: str, timeout: float = 120.0) -> dict
 
 
 def assert_stored(gw: Gateway, pg_url: str, series_uid: str, acknowledged: set[str]) -> None:
-    """Every acknowledged instance has its row and its file."""
+    """Every acknowledged instance has its row and its file. The rows follow the answer in
+    groups (a fraction of a second): allowed a few seconds to appear, never more."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            _assert_stored_now(pg_url, series_uid, acknowledged)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _assert_stored_now(pg_url: str, series_uid: str, acknowledged: set[str]) -> None:
     rows = sql(
         pg_url,
         "SELECT i.sop_instance_uid, i.path FROM instances i JOIN series s ON s.id = i.series_id "
@@ -176,10 +189,14 @@ def test_receiver_killed_mid_association_loses_no_acknowledged_instance(
 
     first = send_series(gateway.dicom_port, files, after_each=fault)
     assert len(first.acknowledged) == kill_after + 1, first.statuses
-    assert_stored(gateway, pg_url, series_uid, first.acknowledged)
+    # Acknowledged means durable on disk; the rows of the last ones may not be committed
+    # yet (they follow in groups) and are rebuilt from the files at the restart.
+    on_disk = {p.stem for p in (gateway.data_dir / "storage" / "incoming").rglob("*.dcm")}
+    assert first.acknowledged <= on_disk, sorted(first.acknowledged - on_disk)
 
     restart(gateway, "receiver")
     wait_echo(gateway)
+    assert_stored(gateway, pg_url, series_uid, first.acknowledged)
     # The PACS saw a broken association and resends the whole series.
     second = send_series(gateway.dicom_port, files)
     assert second.acknowledged == {sop_uid(f) for f in files}
@@ -205,7 +222,8 @@ def test_receiver_killed_after_the_last_response_before_announcing_completes_on_
     report = send_series(gateway.dicom_port, files, after_each=fault)
     assert len(report.acknowledged) == SLICES
     status = sql(pg_url, f"SELECT status FROM series WHERE series_uid = '{series_uid}'")
-    assert status == [["receiving"]], status
+    # Rows follow the answers in groups: none committed yet is possible (recovered at start).
+    assert status in ([["receiving"]], []), status
     restart(gateway, "receiver")
     wait_echo(gateway)
     # Cut off with its association open: announced after series_idle_seconds (8 s here).

@@ -174,6 +174,7 @@ def test_after_the_fuzzing_the_receiver_answers_and_kept_only_sane_files(
     assert all(p.is_relative_to(incoming) for p in dicom_files), dicom_files
 
     async def stored_paths() -> set[Path]:
+        await receiver.rx.recorded()  # rows follow the answers in groups
         async with receiver.rx.ctx.db.session() as session:
             return {Path(p).resolve() for p in await session.scalars(select(Instance.path))}
 

@@ -48,11 +48,19 @@ class RunningReceiver:
     def incoming(self) -> Path:
         return self.ctx.storage.root / "incoming"
 
+    async def recorded(self) -> None:
+        """Wait until the rows of every instance acknowledged so far are committed (they
+        follow the acknowledgement in groups)."""
+        if self.service.scp is not None:
+            await self.service.scp.recorder.flush()
+
     async def series(self, series_uid: str) -> Series | None:
+        await self.recorded()
         async with self.ctx.db.session() as session:
             return await session.scalar(select(Series).where(Series.series_uid == series_uid))
 
     async def instances(self, series_uid: str) -> list[Instance]:
+        await self.recorded()
         async with self.ctx.db.session() as session:
             rows = await session.scalars(
                 select(Instance).join(Series).where(Series.series_uid == series_uid)

@@ -23,6 +23,7 @@ from services.receiver.tests.helpers import (
 async def _stored(rx: RunningReceiver, paths: list[Path]) -> int:
     """How many of ``paths`` the receiver recorded."""
     uids = [str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths]
+    await rx.recorded()
     async with rx.ctx.db.session() as session:
         count = await session.scalar(
             select(func.count()).select_from(Instance).where(Instance.sop_instance_uid.in_(uids))

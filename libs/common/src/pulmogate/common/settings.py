@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     dicom_port: int = 11112
     series_quiet_seconds: float = 5.0
     series_idle_seconds: float = 60.0
+    receiver_group_interval_s: float = Field(
+        0.1,
+        ge=0,
+        le=5,
+        description="The rows of acknowledged instances are committed in groups at most this often",
+    )
     max_associations: int = Field(
         64, description="Concurrent DICOM associations the receiver accepts (more are rejected)"
     )

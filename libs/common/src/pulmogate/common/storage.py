@@ -22,10 +22,36 @@ def _safe(uid: str) -> str:
     return uid
 
 
+TEMP_PREFIX = ".tmp-"
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the entries of ``folder`` (a file created, renamed or removed in it) durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_folders(folder: Path) -> None:
+    """``mkdir -p`` whose new folders survive a crash: each one's parent is fsynced."""
+    if folder.is_dir():
+        return
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        # A concurrent writer may have made it and not fsynced its parent yet: fsync anyway.
+        created.mkdir(exist_ok=True)
+        fsync_folder(created.parent)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` holds either nothing or all of it, durably."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    make_folders(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -35,11 +61,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_folder(path.parent)
 
 
 def dataset_bytes(ds: Dataset) -> bytes:

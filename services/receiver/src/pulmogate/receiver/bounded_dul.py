@@ -27,6 +27,7 @@ import contextlib
 import select
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from pulmogate.common.metrics import DICOM_REFUSED
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
+    from pynetdicom.dimse import _QueueItem
+    from pynetdicom.dul import _PDUPrimitiveType
     from pynetdicom.pdu_primitives import P_DATA
 
 log = structlog.get_logger("pulmogate.receiver")
@@ -56,7 +59,9 @@ CONTROL_PDU_MAX = 1024
 COMMAND_SET_MAX = 64 * 1024
 SMALL_MESSAGE_MAX = 1 << 20  # C-ECHO, C-FIND identifiers, anything on a refused association
 QUEUED_MESSAGES_MAX = 2
-AWAIT_REQUEST_POLL_S = 0.05
+IDLE_WAIT_S = 0.05  # the longest the reactor waits before looking at its timers again
+BACK_PRESSURE_PAUSE_S = 0.001
+MESSAGE_WAIT_S = 0.01
 ABORT_INVALID_PARAMETER = 0x06
 READ_CHUNK = 1 << 16
 STORAGE_CLASSES = frozenset(str(uid) for uid in ACCEPTED_STORAGE_CLASSES)
@@ -100,26 +105,104 @@ class BoundedDUL(DULServiceProvider):
         assoc: "Association",
         limits: EdgeLimits,
         on_request_read: Callable[[], None] = lambda: None,
+        on_closed: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(assoc)
         self.limits = limits
         self.on_request_read = on_request_read
+        self.on_closed = on_closed
         self._connected_at = time.monotonic()
+        # The reactor waits in select (see _is_transport_event), never in a fixed sleep.
+        self._run_loop_delay = 0.0
+        # Made when the reactor starts (a connection refused at admission never starts it).
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
 
     def _is_transport_event(self) -> bool:
-        """Leave the socket unread while decoded messages wait (the peer's TCP window fills).
+        """Leave the socket unread while decoded messages wait (the peer's TCP window fills);
+        otherwise wait for the next PDU or for something to send, whichever comes first.
 
-        While the association request is awaited there is nothing to send, so the thread
-        waits in ``select`` instead of pynetdicom's 1 ms polling: a thousand idle
-        connections then cost no CPU (each polling thread also competes for the GIL).
+        pynetdicom polls: a 1 ms sleep whenever one loop found nothing to do, so each
+        C-STORE waited for the response to be noticed and again for the next request (about
+        1.5 ms of a 3-5 ms exchange). Here the thread waits in ``select`` on the socket and
+        on a wake-up pipe that ``send_pdu`` writes to, at most ``IDLE_WAIT_S`` so the timers
+        are still looked at; a thousand idle connections cost no CPU.
         """
         if self.assoc.dimse.msg_queue.qsize() >= QUEUED_MESSAGES_MAX:
+            time.sleep(BACK_PRESSURE_PAUSE_S)
             return False
         wrapper = self.socket
-        if self.state_machine.current_state == "Sta2" and wrapper and wrapper.socket:
+        raw = wrapper.socket if wrapper is not None else None
+        if raw is None:
+            time.sleep(BACK_PRESSURE_PAUSE_S)
+            return False
+        woken = False
+        if (
+            self.state_machine.current_state != "Sta13"
+            and self.event_queue.empty()
+            and self.to_provider_queue.empty()
+        ):
             with contextlib.suppress(OSError, ValueError):
-                select.select([wrapper.socket], [], [], AWAIT_REQUEST_POLL_S)
-        return bool(super()._is_transport_event())
+                waits = [raw] if self._wake_r is None else [raw, self._wake_r]
+                ready, _, _ = select.select(waits, [], [], IDLE_WAIT_S)
+                if self._wake_r is not None and self._wake_r in ready:
+                    self._drain_wake()
+                    woken = True
+        read = bool(super()._is_transport_event())
+        if not (read or woken) and self.event_queue.empty() and self.to_provider_queue.empty():
+            # Nothing read, nothing to send or do: pause as pynetdicom does, so that a socket
+            # select finds readable without a PDU (one being closed) never makes this spin.
+            time.sleep(BACK_PRESSURE_PAUSE_S)
+        return read
+
+    def _wake(self) -> None:
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\x00")
+
+    def _drain_wake(self) -> None:
+        if self._wake_r is not None:
+            with contextlib.suppress(OSError):
+                while self._wake_r.recv(4096):
+                    pass
+
+    def send_pdu(self, primitive: "_PDUPrimitiveType") -> None:
+        """Queue a primitive to send and wake the reactor for it."""
+        super().send_pdu(primitive)
+        self._wake()
+
+    def kill_dul(self) -> None:
+        """Stop the reactor (woken at once, not at its next timeout)."""
+        super().kill_dul()
+        self._wake()
+
+    def stop_dul(self) -> bool:
+        """As pynetdicom's (stop when in Sta1), without its 1 ms polling."""
+        if self.state_machine.current_state != "Sta1":
+            return False
+        self._kill_thread = True
+        self._wake()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join()
+        return True
+
+    def close_wake(self) -> None:
+        """Close the wake-up pipe (the reactor has ended)."""
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def run_reactor(self) -> None:
+        """pynetdicom's reactor; the wake-up pipe is closed however it ends."""
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        self._wake_r, self._wake_w = wake_r, wake_w
+        try:
+            super().run_reactor()
+        finally:
+            self.close_wake()
 
     def _awaiting_request(self) -> bool:
         """Before the A-ASSOCIATE-RQ (Sta1 only until the connection event is processed)."""
@@ -195,6 +278,7 @@ class BoundedDUL(DULServiceProvider):
             return
         except PeerGone:
             self.event_queue.put("Evt17")
+            self.on_closed()
             return
         try:
             pdu, event = self._decode_pdu(header + body)
@@ -223,6 +307,9 @@ class BoundedDUL(DULServiceProvider):
                 raw.sendall(abort.encode())
         if wrapper is not None:
             wrapper.close()
+        # The connection is gone now, not when the association thread notices (a refused
+        # request used to hold its pending slot until the ARTIM timer expired).
+        self.on_closed()
 
 
 class BoundedDIMSE(DIMSEServiceProvider):
@@ -263,6 +350,17 @@ class BoundedDIMSE(DIMSEServiceProvider):
                     self._refuse(f"DIMSE data set exceeds {limit} bytes")
                     return
         super().receive_primitive(primitive)
+
+    def get_msg(self, block: bool = False) -> "_QueueItem":
+        """The next decoded message; without ``block``, waiting up to ``MESSAGE_WAIT_S`` for
+        one to arrive (the association reactor calls this after its 1 ms sleep: a message
+        that completes meanwhile is served at once instead of at the next round)."""
+        if not block:
+            queue = self.msg_queue
+            with queue.not_empty:
+                if not queue._qsize():
+                    queue.not_empty.wait(MESSAGE_WAIT_S)
+        return super().get_msg(block=block)
 
     def _refuse(self, message: str) -> None:
         self.message = None

@@ -32,6 +32,7 @@ brings back the usual rule.
 """
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
@@ -67,15 +68,27 @@ def is_complete(
     return silent_for >= timedelta(seconds=idle_s)
 
 
-async def complete_ready_series(db: Database, *, quiet_s: float, idle_s: float) -> list[int]:
+def _nothing_pending(_series_uid: str) -> bool:
+    return False
+
+
+async def complete_ready_series(
+    db: Database,
+    *,
+    quiet_s: float,
+    idle_s: float,
+    pending: Callable[[str], bool] = _nothing_pending,
+) -> list[int]:
     """Announce every series that is complete now, and every resend that has ended;
-    return the ids of the series announced as complete."""
+    return the ids of the series announced as complete. A series with an acknowledged
+    instance whose row is not committed yet (``pending``) waits for it."""
     now = utcnow()
     async with db.session() as session:
         rows = (
             await session.execute(
                 select(
                     Series.id,
+                    Series.series_uid,
                     Series.instance_count,
                     Series.open_associations,
                     Series.last_received_at,
@@ -87,6 +100,7 @@ async def complete_ready_series(db: Database, *, quiet_s: float, idle_s: float) 
             await session.execute(
                 select(
                     Series.id,
+                    Series.series_uid,
                     Series.resent_instances,
                     Series.open_associations,
                     Series.last_received_at,
@@ -95,8 +109,9 @@ async def complete_ready_series(db: Database, *, quiet_s: float, idle_s: float) 
         ).all()
     ready = [
         (series_id, count)
-        for series_id, count, open_assocs, last, interrupted_at in rows
-        if is_complete(
+        for series_id, series_uid, count, open_assocs, last, interrupted_at in rows
+        if not pending(series_uid)
+        and is_complete(
             open_associations=open_assocs,
             last_received_at=last,
             now=now,
@@ -109,8 +124,8 @@ async def complete_ready_series(db: Database, *, quiet_s: float, idle_s: float) 
     for series_id, count in ready:
         if await _announce(db, series_id, count):
             done.append(series_id)
-    for series_id, count, open_assocs, last in resent:
-        if is_complete(
+    for series_id, series_uid, count, open_assocs, last in resent:
+        if not pending(series_uid) and is_complete(
             open_associations=open_assocs,
             last_received_at=last,
             now=now,
@@ -202,11 +217,17 @@ async def _announce_resent(db: Database, series_id: int, resent: int) -> bool:
     return True
 
 
-async def run_completion(db: Database, *, quiet_s: float, idle_s: float) -> None:
+async def run_completion(
+    db: Database,
+    *,
+    quiet_s: float,
+    idle_s: float,
+    pending: Callable[[str], bool] = _nothing_pending,
+) -> None:
     """Check the database for complete series every ``CHECK_INTERVAL_S`` until cancelled."""
     while True:
         try:
-            await complete_ready_series(db, quiet_s=quiet_s, idle_s=idle_s)
+            await complete_ready_series(db, quiet_s=quiet_s, idle_s=idle_s, pending=pending)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

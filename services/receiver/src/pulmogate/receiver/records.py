@@ -1,8 +1,10 @@
-"""Database writes of the receiver: one instance row per stored file, association counts."""
+"""Database writes of the receiver: instance rows of stored files in groups, association counts."""
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pulmogate.common.db.models import Instance, Series, SeriesStatus, utcnow
@@ -55,27 +57,51 @@ class InstanceConflict(ValueError):
 
 
 @dataclass(frozen=True)
-class Recorded:
-    """Outcome of recording an instance."""
+class StoredInstance:
+    """An instance whose file is durable (acknowledged or about to be): its rows to record."""
 
-    series_id: int
-    duplicate: bool
+    item: ReceivedInstance
+    peer: Peer
+    new_for_association: bool
+    received_at: datetime
 
 
-async def record_instance(
-    db: Database, item: ReceivedInstance, peer: Peer, *, new_for_association: bool
-) -> Recorded:
-    """Create or update the series row and add the instance row, in one transaction.
+@dataclass(frozen=True)
+class AssociationEnded:
+    """An association ended: each series it brought has one open association fewer."""
 
-    ``new_for_association`` is True for the first instance of this series on this
-    association: the series then counts one more open association. A SOP Instance UID
-    already recorded is a duplicate: no second row, the series is only touched.
+    series_uids: tuple[str, ...]  # the series it counted as open
+    held: tuple[tuple[str, str], ...]  # (study UID, series UID) of the series marks it held
+    at: datetime
+
+
+Entry = StoredInstance | AssociationEnded
+
+
+@dataclass
+class GroupOutcome:
+    """What recording a group did: new rows, duplicates, and conflicts (SOP Instance UIDs
+    already stored in another series, left without a row)."""
+
+    recorded: int = 0
+    duplicates: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    series_ids: dict[str, int] = field(default_factory=dict)
+
+
+async def record_group(db: Database, entries: Sequence[Entry]) -> GroupOutcome:
+    """Record stored instances and ended associations, in order, in one transaction.
+
+    Per instance as before: the series row is created or updated (a late instance reopens
+    it), an instance row is added; a SOP Instance UID already recorded in the same series is
+    a duplicate (no second row, counted in ``resent_instances``); ``new_for_association``
+    counts one more open association. One commit (one fsync) for the whole group.
     """
     for attempt in range(1, INSERT_ATTEMPTS + 1):
         try:
-            return await _record_once(db, item, peer, new_for_association)
+            return await _record_group_once(db, entries)
         except IntegrityError:
-            # A concurrent writer created the same series or instance first: read it again.
+            # A concurrent writer (an upload) created the same series or instance first.
             if attempt == INSERT_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
@@ -100,81 +126,98 @@ def _fill_series(series: Series, item: ReceivedInstance, peer: Peer) -> None:
     series.peer_ip = peer.peer_ip[:45]
 
 
-async def _record_once(
-    db: Database, item: ReceivedInstance, peer: Peer, new_for_association: bool
-) -> Recorded:
-    now = utcnow()
-    async with db.session() as session:
-        stored_in = await session.scalar(
-            select(Series.series_uid)
-            .join(Instance, Instance.series_id == Series.id)
-            .where(Instance.sop_instance_uid == item.sop_instance_uid)
-        )
-        if stored_in is not None and stored_in != item.series_uid:
-            raise InstanceConflict("SOP Instance UID already stored in another series")
-        series = await session.scalar(
-            select(Series).where(Series.series_uid == item.series_uid).with_for_update()
-        )
-        if series is None:
-            series = Series(
-                series_uid=item.series_uid,
-                status=SeriesStatus.RECEIVING,
-                instance_count=0,
-                open_associations=0,
-                first_received_at=now,
-            )
-            _fill_series(series, item, peer)
-            session.add(series)
-            await session.flush()
-        if new_for_association:
-            series.open_associations += 1
-        existing = await session.scalar(
-            select(Instance.id).where(Instance.sop_instance_uid == item.sop_instance_uid)
-        )
-        if existing is not None:
-            # Stored once already: no second row and the series is not reopened; it is
-            # counted, so completion can say the series was received again.
-            series.resent_instances += 1
-            series.last_received_at = now
-            return Recorded(series.id, duplicate=True)
-        if series.status != SeriesStatus.RECEIVING:
-            # A late instance reopens the series; completion announces it again.
-            series.status = SeriesStatus.RECEIVING
-            series.completed_at = None
-        series.last_received_at = now
-        _fill_series(series, item, peer)
-        series.instance_count += 1
-        session.add(
-            Instance(
-                series_id=series.id,
-                sop_instance_uid=item.sop_instance_uid,
-                sop_class_uid=item.sop_class_uid,
-                transfer_syntax_uid=item.transfer_syntax_uid,
-                path=item.path,
-                size_bytes=item.size_bytes,
-                instance_number=item.instance_number,
-                rows=item.rows,
-                columns=item.columns,
-                pixel_spacing=item.pixel_spacing[:64],
-                slice_thickness=item.slice_thickness,
-                modality=item.modality[:16],
-                received_at=now,
-            )
-        )
-        return Recorded(series.id, duplicate=False)
+def _instance_row(series_id: int, entry: StoredInstance) -> dict[str, object]:
+    item = entry.item
+    return {
+        "series_id": series_id,
+        "sop_instance_uid": item.sop_instance_uid,
+        "sop_class_uid": item.sop_class_uid,
+        "transfer_syntax_uid": item.transfer_syntax_uid,
+        "path": item.path,
+        "size_bytes": item.size_bytes,
+        "instance_number": item.instance_number,
+        "rows": item.rows,
+        "columns": item.columns,
+        "pixel_spacing": item.pixel_spacing[:64],
+        "slice_thickness": item.slice_thickness,
+        "modality": item.modality[:16],
+        "received_at": entry.received_at,
+    }
 
 
-async def release_association(db: Database, series_ids: list[int]) -> None:
-    """One association ended: each series it brought has one open association fewer."""
-    if not series_ids:
-        return
-    now = utcnow()
+async def _record_group_once(db: Database, entries: Sequence[Entry]) -> GroupOutcome:
+    stores = [e for e in entries if isinstance(e, StoredInstance)]
+    series_uids = {e.item.series_uid for e in stores}
+    for entry in entries:
+        if isinstance(entry, AssociationEnded):
+            series_uids.update(entry.series_uids)
+    outcome = GroupOutcome()
     async with db.session() as session:
-        await session.execute(
-            update(Series)
-            .where(Series.id.in_(series_ids), Series.open_associations > 0)
-            .values(open_associations=Series.open_associations - 1, last_released_at=now)
-        )
+        by_uid: dict[str, Series] = {}
+        if series_uids:
+            found = await session.scalars(
+                select(Series).where(Series.series_uid.in_(series_uids)).with_for_update()
+            )
+            by_uid = {s.series_uid: s for s in found}
+        stored_in: dict[str, str] = {}
+        if stores:
+            rows = await session.execute(
+                select(Instance.sop_instance_uid, Series.series_uid)
+                .join(Series, Instance.series_id == Series.id)
+                .where(Instance.sop_instance_uid.in_({e.item.sop_instance_uid for e in stores}))
+            )
+            stored_in = {sop: series_uid for sop, series_uid in rows.all()}
+        new_rows: list[dict[str, object]] = []
+        for entry in entries:
+            if isinstance(entry, AssociationEnded):
+                for uid in entry.series_uids:
+                    released = by_uid.get(uid)
+                    if released is not None and released.open_associations > 0:
+                        released.open_associations -= 1
+                        released.last_released_at = entry.at
+                continue
+            item = entry.item
+            other = stored_in.get(item.sop_instance_uid)
+            if other is not None and other != item.series_uid:
+                outcome.conflicts.append(item.sop_instance_uid)
+                continue
+            series = by_uid.get(item.series_uid)
+            if series is None:
+                series = Series(
+                    series_uid=item.series_uid,
+                    status=SeriesStatus.RECEIVING,
+                    instance_count=0,
+                    open_associations=0,
+                    first_received_at=entry.received_at,
+                    last_received_at=entry.received_at,
+                )
+                _fill_series(series, item, entry.peer)
+                session.add(series)
+                await session.flush()
+                by_uid[item.series_uid] = series
+            if entry.new_for_association:
+                series.open_associations += 1
+            if other is not None:
+                # Stored once already: no second row and the series is not reopened; it is
+                # counted, so completion can say the series was received again.
+                series.resent_instances += 1
+                series.last_received_at = max(series.last_received_at, entry.received_at)
+                outcome.duplicates += 1
+                continue
+            if series.status != SeriesStatus.RECEIVING:
+                # A late instance reopens the series; completion announces it again.
+                series.status = SeriesStatus.RECEIVING
+                series.completed_at = None
+            series.last_received_at = max(series.last_received_at, entry.received_at)
+            _fill_series(series, item, entry.peer)
+            series.instance_count += 1
+            new_rows.append(_instance_row(series.id, entry))
+            stored_in[item.sop_instance_uid] = item.series_uid
+        if new_rows:
+            await session.execute(insert(Instance), new_rows)
+        outcome.recorded = len(new_rows)
+        outcome.series_ids = {uid: s.id for uid, s in by_uid.items()}
+    return outcome
 
 
 async def reset_open_associations(db: Database) -> int:

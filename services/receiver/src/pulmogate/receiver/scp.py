@@ -2,9 +2,12 @@
 
 Connections and associations are admitted and read under the edge bounds of
 ``admission`` and ``bounded_dul`` (``server`` wires them into pynetdicom). Handlers run on
-pynetdicom's association threads. A C-STORE writes the encoded dataset
-as received (no pixel decoding) with ``atomic_write`` and then waits, on the service's
-event loop, for its rows to commit: success is answered only when both are durable.
+pynetdicom's association threads. A C-STORE writes the encoded dataset as received (no
+pixel decoding, the peer in the file meta) with ``atomic_write`` and answers success once the
+file is durable: from then on the instance cannot be lost. Its rows are recorded in groups by
+``recorder`` (at the next start by ``recovery`` when the process died first). What must be
+known before the answer, whether the SOP Instance UID is stored in another series, is asked
+of the database by ``sop_index`` (on Postgres while the file is written and fsynced).
 """
 
 import asyncio
@@ -12,26 +15,33 @@ import errno
 import threading
 from collections.abc import Coroutine
 from dataclasses import replace
-from io import BytesIO
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import structlog
-from pydicom import Dataset, dcmread
-from pydicom.multival import MultiValue
+from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event as DicomEvent
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from pulmogate.common.db.models import utcnow
 from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.syntaxes import ACCEPTED_STORAGE_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
 from pulmogate.common.disk import watermark_refusal
 from pulmogate.common.metrics import DICOM_REFUSED, INSTANCES_DISCARDED, INSTANCES_RECEIVED
 from pulmogate.common.routing import ip_matches
 from pulmogate.common.storage import Storage, atomic_write
-from pulmogate.common.uids import is_valid_uid
 from pulmogate.receiver.admission import Admission, AdmissionLimits
 from pulmogate.receiver.bounded_dul import EdgeLimits
+from pulmogate.receiver.header import (
+    CannotUnderstand,
+    file_preamble,
+    read_header,
+    received_instance,
+    uid_text,
+)
+from pulmogate.receiver.markers import SeriesMarkers
 from pulmogate.receiver.other_objects import (
     ANY_TRANSFER_SYNTAX,
     CT_CLASSES,
@@ -42,16 +52,13 @@ from pulmogate.receiver.other_objects import (
     is_localizer,
     storage_classes,
 )
+from pulmogate.receiver.pending import PendingInstances
 from pulmogate.receiver.policy import SourcePattern, brings_images, enabled_sources, refusal
 from pulmogate.receiver.qr import QueryRetrieveSCP, add_query_retrieve_contexts
-from pulmogate.receiver.records import (
-    InstanceConflict,
-    Peer,
-    ReceivedInstance,
-    record_instance,
-    release_association,
-)
+from pulmogate.receiver.recorder import GROUP_INTERVAL_S, InstanceRecorder
+from pulmogate.receiver.records import AssociationEnded, Peer
 from pulmogate.receiver.server import GuardedServer, start_guarded_server
+from pulmogate.receiver.sop_index import StoredSopIndex
 
 log = structlog.get_logger("pulmogate.receiver")
 
@@ -66,12 +73,12 @@ REJECT_PERMANENT, REJECT_SOURCE_USER, REJECT_CALLING_AE = 0x01, 0x01, 0x03
 REJECT_TRANSIENT, REJECT_SOURCE_PROVIDER, REJECT_LOCAL_LIMIT = 0x02, 0x03, 0x02
 
 DB_WAIT_S = 120.0
-REQUIRED_UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+CONFLICT = "SOP Instance UID already stored in another series"
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class CannotUnderstand(ValueError):
-    """A dataset the receiver cannot decode or file (its reason goes into ErrorComment)."""
+class IndexUnavailable(Exception):
+    """The database could not say whether the instance is stored elsewhere."""
 
 
 def failure(code: int, reason: str) -> Dataset:
@@ -80,75 +87,6 @@ def failure(code: int, reason: str) -> Dataset:
     status.Status = code
     status.ErrorComment = reason[:64]
     return status
-
-
-def _uid_text(ds: Dataset, keyword: str) -> str:
-    """A UID as received (validated by the caller, never repaired)."""
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value).strip()
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    """A descriptive value for the database: "" when absent or undecodable, NUL removed
-    (PostgreSQL text refuses it; the stored file keeps the value as it came)."""
-    try:
-        value = ds.get(keyword, "")
-    except Exception:  # a value pydicom cannot convert: nothing to index
-        return ""
-    if value is None:
-        return ""
-    if isinstance(value, MultiValue):  # as stored: values separated by a backslash
-        value = "\\".join(str(v) for v in value)
-    return str(value).replace("\x00", "").strip()
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        return None if value in (None, "") else int(value)
-    except Exception:  # absent from the index, not a reason to refuse the instance
-        return None
-
-
-def _float(ds: Dataset, keyword: str) -> float | None:
-    try:
-        value = ds.get(keyword)
-        return None if value in (None, "") else float(value)
-    except Exception:  # absent from the index, not a reason to refuse the instance
-        return None
-
-
-def _pixel_spacing(ds: Dataset) -> str:
-    try:
-        return "\\".join(str(v) for v in ds.get("PixelSpacing", []) or [])
-    except Exception:  # the loader refuses the series with the reason; here: unknown
-        return ""
-
-
-def _modality(ds: Dataset, sop_class_uid: str) -> str:
-    """Modality, or CT for a CT storage class when the header lacks it (type 1, but
-    some exports drop it; the loader derives it the same way)."""
-    modality = _text(ds, "Modality")
-    if not modality and sop_class_uid in ACCEPTED_STORAGE_CLASSES:
-        return "CT"
-    return modality
-
-
-def read_header(encoded: bytes) -> Dataset:
-    """Decode everything before the pixel data; raise ``CannotUnderstand`` on bad input."""
-    try:
-        ds = dcmread(BytesIO(encoded), stop_before_pixels=True)
-        for keyword in REQUIRED_UIDS:
-            uid = _uid_text(ds, keyword)
-            if not uid:
-                raise CannotUnderstand(f"missing {keyword}")
-            if not is_valid_uid(uid):
-                raise CannotUnderstand(f"{keyword} is not a valid UID")
-    except CannotUnderstand:
-        raise
-    except Exception as exc:
-        raise CannotUnderstand(f"undecodable dataset: {type(exc).__name__}") from exc
-    return ds
 
 
 class StoreSCP:
@@ -168,6 +106,7 @@ class StoreSCP:
         accept_echo_from_unknown: bool = False,
         edge: EdgeLimits | None = None,
         admission: AdmissionLimits | None = None,
+        group_interval_s: float = GROUP_INTERVAL_S,
     ) -> None:
         self.ae_title = ae_title
         self.non_ct_objects = non_ct_objects
@@ -188,9 +127,18 @@ class StoreSCP:
         self.db = db
         self.loop = loop
         self.server: GuardedServer | None = None
-        self._series_by_assoc: dict[int, dict[str, int]] = {}
+        # Per association: the series it counts as open (series UID -> study UID, once an
+        # instance of it was recorded as stored) and the series marks it holds.
+        self._series_by_assoc: dict[int, dict[str, str]] = {}
+        self._held_by_assoc: dict[int, set[tuple[str, str]]] = {}
         self._discarded: dict[int, DiscardTally] = {}
         self._lock = threading.Lock()
+        self.pending = PendingInstances()
+        self.markers = SeriesMarkers(storage.root)
+        self.sop_index = StoredSopIndex(db, loop, DB_WAIT_S)
+        self.recorder = InstanceRecorder(
+            db, self.pending, self.markers, loop, interval_s=group_interval_s
+        )
         self.ae = self._make_ae()
 
     def _make_ae(self) -> AE:
@@ -349,22 +297,27 @@ class StoreSCP:
         )
 
     def on_association_end(self, event: DicomEvent) -> None:
-        """Released, aborted or dropped: the series it brought lose one open association."""
+        """Released, aborted or dropped: the series it brought lose one open association
+        (recorded after its instances' rows)."""
+        if threading.current_thread() is event.assoc:
+            self.sop_index.close_thread()
         with self._lock:
-            series_ids = self._series_by_assoc.pop(id(event.assoc), {})
+            counted = self._series_by_assoc.pop(id(event.assoc), {})
+            held = self._held_by_assoc.pop(id(event.assoc), set())
             self._refused_assocs.discard(id(event.assoc))
             tally = self._discarded.pop(id(event.assoc), None)
         if tally is not None:
             peer = self._peer(event.assoc)
             tally.log(calling_ae=peer.calling_ae, peer_ip=peer.peer_ip)
-        if series_ids:
-            try:
-                self._wait(release_association(self.db, sorted(series_ids.values())))
-            except Exception as exc:
-                log.error("could not record association end", error=repr(exc))
+        if counted or held:
+            self.recorder.submit(
+                AssociationEnded(
+                    series_uids=tuple(sorted(counted)), held=tuple(sorted(held)), at=utcnow()
+                )
+            )
 
     def on_store(self, event: DicomEvent) -> int | Dataset:
-        """C-STORE: file durably, commit the rows, then answer."""
+        """C-STORE: file durably, then answer (the rows follow in a group)."""
         status: int | Dataset
         refused = self._refused(event)
         if refused is not None:
@@ -417,59 +370,62 @@ class StoreSCP:
         sop_class_uid = str(event.context.abstract_syntax)
         if not is_ct_class(sop_class_uid):
             return self._discard(event, class_name(sop_class_uid))
-        encoded = event.encoded_dataset(include_meta=True)
+        peer = self._peer(event.assoc)
+        request = cast(C_STORE, event.request)
+        context = event.context
+        encoded = file_preamble(
+            sop_class_uid=str(request.AffectedSOPClassUID),
+            sop_instance_uid=str(request.AffectedSOPInstanceUID),
+            transfer_syntax_uid=str(context.transfer_syntax),
+            peer=peer,
+        ) + event.encoded_dataset(include_meta=False)
         ds = read_header(encoded)
         if is_localizer(ds):
             return self._discard(event, f"{class_name(sop_class_uid)} (localizer)")
-        study_uid = _uid_text(ds, "StudyInstanceUID")
-        series_uid = _uid_text(ds, "SeriesInstanceUID")
-        sop_uid = _uid_text(ds, "SOPInstanceUID")
+        study_uid = uid_text(ds, "StudyInstanceUID")
+        series_uid = uid_text(ds, "SeriesInstanceUID")
+        sop_uid = uid_text(ds, "SOPInstanceUID")
         path = self.storage.instance_path(study_uid, series_uid, sop_uid)
-        context = event.context
-        item = ReceivedInstance(
-            study_uid=study_uid,
-            series_uid=series_uid,
-            sop_instance_uid=sop_uid,
-            sop_class_uid=str(context.abstract_syntax),
-            transfer_syntax_uid=str(context.transfer_syntax),
-            path=str(path),
-            size_bytes=len(encoded),
-            modality=_modality(ds, str(context.abstract_syntax)),
-            study_description=_text(ds, "StudyDescription"),
-            series_description=_text(ds, "SeriesDescription"),
-            patient_name=_text(ds, "PatientName"),
-            patient_id=_text(ds, "PatientID"),
-            study_date=_text(ds, "StudyDate"),
-            accession_number=_text(ds, "AccessionNumber"),
-            study_time=_text(ds, "StudyTime"),
-            study_id=_text(ds, "StudyID"),
-            patient_birth_date=_text(ds, "PatientBirthDate"),
-            patient_sex=_text(ds, "PatientSex"),
-            series_number=_int(ds, "SeriesNumber"),
-            instance_number=_int(ds, "InstanceNumber"),
-            rows=_int(ds, "Rows"),
-            columns=_int(ds, "Columns"),
-            pixel_spacing=_pixel_spacing(ds),
-            slice_thickness=_float(ds, "SliceThickness"),
+        if self.pending.reserve(sop_uid, series_uid) is not None:
+            raise CannotUnderstand(CONFLICT)
+        ticket, size = object(), len(encoded)
+        self.recorder.prepare(
+            ticket,
+            lambda: received_instance(
+                ds,
+                sop_class_uid=str(context.abstract_syntax),
+                transfer_syntax_uid=str(context.transfer_syntax),
+                path=path,
+                size_bytes=size,
+            ),
         )
-        peer = self._peer(event.assoc)
-        atomic_write(path, encoded)
-        with self._lock:
-            brought = self._series_by_assoc.setdefault(id(event.assoc), {})
-            first_of_series = series_uid not in brought
         try:
-            recorded = self._wait(
-                record_instance(self.db, item, peer, new_for_association=first_of_series)
-            )
-        except InstanceConflict as conflict:
-            path.unlink(missing_ok=True)  # its own series folder: never the stored copy
-            raise CannotUnderstand(str(conflict)) from conflict
+            stored_in = self.sop_index.ask(sop_uid)
+            key = (study_uid, series_uid)
+            with self._lock:
+                held = self._held_by_assoc.setdefault(id(event.assoc), set())
+                new_hold = key not in held
+                held.add(key)
+            if new_hold:
+                self.markers.hold(study_uid, series_uid)
+            atomic_write(path, encoded)
+            try:
+                other = stored_in()
+            except Exception as exc:
+                raise IndexUnavailable(repr(exc)) from exc
+            if other is not None and other != series_uid:
+                path.unlink(missing_ok=True)  # its own series folder: never the stored copy
+                raise CannotUnderstand(CONFLICT)
+        except BaseException:
+            self.recorder.forget(ticket)
+            self.pending.settle(sop_uid)
+            raise
         with self._lock:
-            brought[series_uid] = recorded.series_id
-        log.debug(
-            "instance stored",
-            sop_instance_uid=sop_uid,
-            series_uid=series_uid,
-            duplicate=recorded.duplicate,
+            counted = self._series_by_assoc.setdefault(id(event.assoc), {})
+            first_of_series = series_uid not in counted
+            counted[series_uid] = study_uid
+        self.recorder.commit(
+            ticket, sop_uid, peer, new_for_association=first_of_series, received_at=utcnow()
         )
+        log.debug("instance stored", sop_instance_uid=sop_uid, series_uid=series_uid)
         return STATUS_SUCCESS

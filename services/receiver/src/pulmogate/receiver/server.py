@@ -39,7 +39,10 @@ class GuardedAssociation(Association):
         super().__init__(ae, MODE_ACCEPTOR)
         self.admission = admission
         self.dul = BoundedDUL(
-            self, limits, on_request_read=lambda: admission.request_read(id(self))
+            self,
+            limits,
+            on_request_read=lambda: admission.request_read(id(self)),
+            on_closed=lambda: admission.end(id(self)),
         )
         self.dimse = BoundedDIMSE(self, limits, may_store)
         # The timeout setters push their values into the DUL's timers: set them again.

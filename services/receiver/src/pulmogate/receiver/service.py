@@ -9,6 +9,7 @@ from pulmogate.receiver.admission import AdmissionLimits
 from pulmogate.receiver.bounded_dul import EdgeLimits
 from pulmogate.receiver.completion import run_completion
 from pulmogate.receiver.records import reset_open_associations
+from pulmogate.receiver.recovery import recover_unrecorded
 from pulmogate.receiver.scp import StoreSCP
 
 log = structlog.get_logger("pulmogate.receiver")
@@ -30,7 +31,8 @@ class ReceiverService:
         return self.scp.port
 
     async def start(self, ctx: Context) -> None:
-        """Reconcile the series left open by a previous process, listen, start completion."""
+        """Reconcile what a previous process left (open series, acknowledged instances
+        without rows), listen, start recording and completion."""
         settings = ctx.settings
         reset = await reset_open_associations(ctx.db)
         if reset:
@@ -45,6 +47,7 @@ class ReceiverService:
             max_associations=settings.max_associations,
             non_ct_objects=settings.non_ct_objects,
             accept_echo_from_unknown=settings.accept_echo_from_unknown,
+            group_interval_s=settings.receiver_group_interval_s,
             edge=EdgeLimits(
                 max_pdu_length=settings.dicom_max_pdu_length,
                 max_instance_bytes=int(settings.dicom_max_instance_mb * (1 << 20)),
@@ -58,21 +61,27 @@ class ReceiverService:
                 unknown=settings.dicom_max_unknown_associations,
             ),
         )
+        await recover_unrecorded(ctx.db, ctx.storage, self.scp.markers)
+        self.scp.recorder.start()
         await asyncio.to_thread(self.scp.start, settings.dicom_host, settings.dicom_port)
         self._completion = ctx.spawn(
             run_completion(
                 ctx.db,
                 quiet_s=settings.series_quiet_seconds,
                 idle_s=settings.series_idle_seconds,
+                pending=self.scp.pending.holds,
             ),
             "receiver-completion",
         )
 
     async def stop(self) -> None:
-        """Stop listening (open associations are aborted) and the completion loop."""
+        """Stop listening (open associations are aborted), record what is acknowledged,
+        stop the completion loop."""
         if self.scp is not None:
             # Association threads may be waiting on this loop: shut down off-loop.
             await asyncio.to_thread(self.scp.stop)
+            await self.scp.recorder.stop()
+            await self.scp.sop_index.close()
             self.scp = None
         if self._completion is not None:
             self._completion.cancel()

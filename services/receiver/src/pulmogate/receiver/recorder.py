@@ -1,0 +1,209 @@
+"""Rows of acknowledged instances, recorded in groups on the service's event loop.
+
+A C-STORE is acknowledged once its file is durable (see scp.py); its rows follow here, many
+instances and associations to one transaction (one commit, one fsync of the database), in the
+order they were stored. Nothing is dropped: a group that fails is retried entry by entry, so
+one entry the database refuses never holds back the others, and each failing entry is
+retried with a growing pause. Whatever is still pending when the process dies is rebuilt from
+the files at the next start (recovery.py).
+"""
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+
+from pulmogate.common.db.session import Database
+from pulmogate.receiver.markers import SeriesMarkers
+from pulmogate.receiver.pending import PendingInstances
+from pulmogate.receiver.records import (
+    AssociationEnded,
+    Entry,
+    GroupOutcome,
+    Peer,
+    ReceivedInstance,
+    StoredInstance,
+    record_group,
+)
+
+log = structlog.get_logger("pulmogate.receiver")
+
+GROUP_INTERVAL_S = 0.1  # default: at most this often a commit, the group fills meanwhile
+GROUP_MAX = 500
+RETRY_INITIAL_S = 0.5
+RETRY_MAX_S = 10.0
+
+
+class InstanceRecorder:
+    """The queue of entries to record and the task that records them."""
+
+    def __init__(
+        self,
+        db: Database,
+        pending: PendingInstances,
+        markers: SeriesMarkers,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        on_conflict: Callable[[str], None] = lambda _sop: None,
+        interval_s: float = GROUP_INTERVAL_S,
+    ) -> None:
+        self.interval_s = interval_s
+        self.db = db
+        self.pending = pending
+        self.markers = markers
+        self.loop = loop
+        self.on_conflict = on_conflict
+        self._queue: list[Entry] = []
+        self._prepared: dict[object, ReceivedInstance] = {}
+        self._wake = asyncio.Event()
+        self._submitted = 0
+        self._settled = 0
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, entry: Entry) -> None:
+        """Queue an entry from any thread (entries of one thread keep their order)."""
+        self.loop.call_soon_threadsafe(self._put, entry)
+
+    def prepare(self, ticket: object, index: Callable[[], ReceivedInstance]) -> None:
+        """Have the loop read an instance's indexed values now (while the association
+        thread writes and fsyncs its file: the GIL is free then); queued by ``commit``."""
+        self.loop.call_soon_threadsafe(self._prepare, ticket, index)
+
+    def _prepare(self, ticket: object, index: Callable[[], ReceivedInstance]) -> None:
+        try:
+            self._prepared[ticket] = index()
+        except Exception as exc:  # its mark stays: recovery tries again at start
+            log.error("could not index an instance", error=repr(exc))
+
+    def commit(
+        self,
+        ticket: object,
+        sop_uid: str,
+        peer: Peer,
+        *,
+        new_for_association: bool,
+        received_at: datetime,
+    ) -> None:
+        """The prepared instance's file is durable: queue its rows (in the order of calls)."""
+        self.loop.call_soon_threadsafe(
+            self._commit, ticket, sop_uid, peer, new_for_association, received_at
+        )
+
+    def _commit(
+        self,
+        ticket: object,
+        sop_uid: str,
+        peer: Peer,
+        new_for_association: bool,
+        received_at: datetime,
+    ) -> None:
+        item = self._prepared.pop(ticket, None)
+        if item is None:  # its values could not be read: left to recovery, not held
+            log.error("acknowledged instance left for recovery at start", sop_instance_uid=sop_uid)
+            self.pending.settle(sop_uid)
+            return
+        self._put(StoredInstance(item, peer, new_for_association, received_at))
+
+    def forget(self, ticket: object) -> None:
+        """The prepared instance was refused: nothing to record."""
+        self.loop.call_soon_threadsafe(self._prepared.pop, ticket, None)
+
+    def _put(self, entry: Entry) -> None:
+        self._queue.append(entry)
+        self._submitted += 1
+        self._wake.set()
+
+    def start(self) -> None:
+        """Run the recording task on the loop."""
+        self._task = self.loop.create_task(self.run(), name="receiver-recorder")
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Record what is queued (within ``timeout_s``), then stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), timeout_s)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._queue:
+            log.warning("rows left for recovery at the next start", entries=len(self._queue))
+
+    async def flush(self) -> None:
+        """Wait until every entry submitted before this call is recorded."""
+        await asyncio.sleep(0)  # entries submitted from threads just before are queued
+        target = self._submitted
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._settled >= target)
+
+    async def run(self) -> None:
+        """Record groups until cancelled."""
+        pause = RETRY_INITIAL_S
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.interval_s)
+            group = self._queue[:GROUP_MAX]
+            if not group:
+                self._wake.clear()
+                continue
+            try:
+                outcome = await record_group(self.db, group)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "recording a group failed, retrying entry by entry",
+                    entries=len(group),
+                    error=repr(exc),
+                )
+                if not await self._record_one_by_one(group):
+                    await asyncio.sleep(pause)
+                    pause = min(2 * pause, RETRY_MAX_S)
+                continue
+            pause = RETRY_INITIAL_S
+            await self._settle(len(group), outcome)
+
+    async def _record_one_by_one(self, group: list[Entry]) -> bool:
+        """Record the group's entries alone, in order, up to the first that fails; whether
+        all were recorded (a failing entry stays at the head of the queue)."""
+        for entry in group:
+            try:
+                outcome = await record_group(self.db, [entry])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                sop = entry.item.sop_instance_uid if isinstance(entry, StoredInstance) else ""
+                log.error(
+                    "could not record an acknowledged instance, will retry",
+                    sop_instance_uid=sop,
+                    error=repr(exc),
+                )
+                return False
+            await self._settle(1, outcome)
+        return True
+
+    async def _settle(self, count: int, outcome: GroupOutcome) -> None:
+        """Take ``count`` recorded entries off the queue and release what they held."""
+        done, self._queue = self._queue[:count], self._queue[count:]
+        if not self._queue:
+            self._wake.clear()
+        for sop in outcome.conflicts:
+            log.error(
+                "acknowledged instance not recorded: its SOP Instance UID was stored in "
+                "another series meanwhile (file kept)",
+                sop_instance_uid=sop,
+            )
+            self.on_conflict(sop)
+        for entry in done:
+            if isinstance(entry, StoredInstance):
+                self.pending.settle(entry.item.sop_instance_uid)
+            elif isinstance(entry, AssociationEnded):
+                for key in entry.held:
+                    self.markers.release(*key)
+        self.markers.drop_idle(self.pending.holds)
+        async with self._progress:
+            self._settled += count
+            self._progress.notify_all()
