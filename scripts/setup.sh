@@ -8,6 +8,7 @@ python3 -m venv .venv
 python -m pip install -q --upgrade pip
 python -m pip install -q \
   -e libs/common \
+  -e libs/tools \
   -e services/receiver \
   -e services/router \
   -e services/inference \

@@ -10,9 +10,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from pulmogate.common.cli import app
+from pulmogate.common.cli import main
 from pulmogate.common.settings import Settings
 from tests.deploy.manifests import (
     DEPLOY,
@@ -92,8 +91,11 @@ def test_compose_runs_every_service_and_the_cpu_override_drops_the_gpu() -> None
 
 
 def _cli_accepts(args: list[str]) -> bool:
-    result = CliRunner().invoke(app, [*args, "--help"])
-    return result.exit_code == 0
+    try:
+        main([*args, "--help"])
+    except SystemExit as exit_:
+        return exit_.code in (0, None)
+    return False  # --help always exits
 
 
 def container_commands() -> list[tuple[str, list[str]]]:

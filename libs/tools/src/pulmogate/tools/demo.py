@@ -21,8 +21,8 @@ from pulmogate.common.db.accounts import ApiToken, Role, User
 from pulmogate.common.db.models import utcnow
 from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.scu import store
-from pulmogate.common.phantom import make_phantom, write_series
 from pulmogate.common.settings import Settings
+from pulmogate.tools.phantom import make_phantom, write_series
 
 DEMO_AET = "PG_DEMO"
 VIEWER_AET = "PG_DEMO_VIEWER"
