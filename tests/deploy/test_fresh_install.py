@@ -243,6 +243,21 @@ def test_image_entry_command_starts_from_a_fresh_install(
     )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
 
+    # The operator's commands come with pulmogate-tools: in the api image only.
+    operator = subprocess.run(
+        ["pulmogate", "user", "--help"],
+        env=env,
+        cwd=data_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if "pulmogate-tools" in wanted:
+        assert operator.returncode == 0 and "create" in operator.stdout, operator.stderr
+    else:
+        assert operator.returncode == 2 and "comes with pulmogate-tools" in operator.stderr
+
     command = entry_command(service)
     assert command == ["pulmogate", service]
     running = Running(command, env, cwd=data_dir)
