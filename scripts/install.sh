@@ -22,19 +22,24 @@ esac
 python="${PYTHON:-python3}"
 tool_venv="${UV_TOOL_VENV:-$venv}"
 
-uv_version="$("$python" -c '
+# uv itself, as uv.lock pins it: the version, and every hash of its files (pip checks them).
+uv_requirement="$("$python" -c '
 import sys, tomllib
 with open(sys.argv[1], "rb") as lock:
-    packages = tomllib.load(lock)["package"]
-print(next(p["version"] for p in packages if p["name"] == "uv"))
+    uv = next(p for p in tomllib.load(lock)["package"] if p["name"] == "uv")
+files = [*uv.get("wheels", []), *([uv["sdist"]] if "sdist" in uv else [])]
+print("uv==" + uv["version"], *("--hash=" + f["hash"] for f in files))
 ' "$root/uv.lock")"
+uv_version="${uv_requirement%% *}"
+uv_version="${uv_version#uv==}"
 
 if [ ! -x "$tool_venv/bin/python" ]; then
   "$python" -m venv "$tool_venv"
 fi
 installed="$("$tool_venv/bin/uv" --version 2>/dev/null | cut -d' ' -f2 || true)"
 if [ "$installed" != "$uv_version" ]; then
-  "$tool_venv/bin/python" -m pip install -q --disable-pip-version-check "uv==$uv_version"
+  echo "$uv_requirement" | "$tool_venv/bin/python" -m pip install -q \
+    --disable-pip-version-check --require-hashes --only-binary uv -r /dev/stdin
 fi
 
 # Only this interpreter: uv neither downloads a Python nor picks another one.
