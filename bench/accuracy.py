@@ -2,7 +2,7 @@
 
 Run: python bench/accuracy.py [--model qct] [--studies 36] [--markdown]
 
-Each study is a seeded chest phantom (pulmogate.common.phantom) with a known lesion share,
+Each study is a seeded chest phantom (pulmogate.tools.phantom) with a known lesion share,
 pattern (peripheral or diffuse), pixel size, slice thickness and noise; the anatomy is
 scaled to a 358 mm field of view. The engine analyses the HU volume (the DICOM round trip
 is tested elsewhere) and is compared with the phantom's masks. Prints per-study rows and
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pulmogate.common.phantom import Phantom, make_phantom
 from pulmogate.inference.analysis import analyse, default_segmenter, grade_for
 from pulmogate.inference.volume import Volume
+from pulmogate.tools.phantom import Phantom, make_phantom
 
 FIELD_OF_VIEW_MM = 358.0
 SCAN_LENGTH_MM = 150.0

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from pulmogate.common.phantom import make_phantom, write_series
 from pulmogate.common.storage import dataset_bytes
 from pulmogate.inference.analysis import analyse, default_segmenter
 from pulmogate.inference.outputs import build_outputs, iter_outputs
 from pulmogate.inference.volume import load_volume
+from pulmogate.tools.phantom import make_phantom, write_series
 
 
 def _write(folder: str, slices: int, size: int, involvement: float, thickness: float) -> None:

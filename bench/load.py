@@ -39,7 +39,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from pulmogate.common.phantom import make_phantom, write_series
+from pulmogate.tools.phantom import make_phantom, write_series
 from tests.fixtures.infra import free_port, wait_for_echo
 from tests.reliability.scu import responses_only_to_requests
 

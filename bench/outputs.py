@@ -17,13 +17,13 @@ import pydicom
 
 from pulmogate.common.dicom.encoding import ImageEncoding, deflated
 from pulmogate.common.dicom.encoding import encoded as in_encoding
-from pulmogate.common.phantom import make_phantom, write_series
 from pulmogate.inference.analysis import Analysis, Figures
 from pulmogate.inference.outputs.overlay import build_overlay
 from pulmogate.inference.outputs.seg import build_seg
 from pulmogate.inference.outputs.sr import build_sr
 from pulmogate.inference.outputs.summary import build_summary
 from pulmogate.inference.volume import Volume
+from pulmogate.tools.phantom import make_phantom, write_series
 
 
 def _figures(lung: np.ndarray, lesions: np.ndarray, voxel_ml: float) -> Figures:

@@ -57,8 +57,8 @@ from pulmogate.common.db.models import (
 )
 from pulmogate.common.db.session import Database
 from pulmogate.common.events import AnalysisRequested
-from pulmogate.common.phantom import make_phantom, write_series
 from pulmogate.common.uids import derive_uid
+from pulmogate.tools.phantom import make_phantom, write_series
 
 PG_ADMIN = os.environ.get("PULMOGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_BASE = os.environ.get("PULMOGATE_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672")

@@ -1,17 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv and installs every workspace member (editable) plus the dev tools.
-# The same steps the container images and CI use.
+# Creates .venv with every workspace member (editable) and the dev tools, exactly as uv.lock pins
+# them. The same install step (scripts/install.sh) CI and the container images use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-. .venv/bin/activate
-python -m pip install -q --upgrade pip
-python -m pip install -q \
-  -e libs/common \
-  -e services/receiver \
-  -e services/router \
-  -e services/inference \
-  -e services/sender \
-  -e services/api \
-  -e ".[dev]"
+bash scripts/install.sh .venv --locked --all-packages
 echo "PulmoGate installed in $(pwd)/.venv"

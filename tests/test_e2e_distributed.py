@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from pulmogate.common.phantom import make_phantom, write_series
+from pulmogate.tools.phantom import make_phantom, write_series
 from tests.fixtures.gateway import add_route, received, run_gateway, storescp, storescu
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 
-from pulmogate.common.phantom import make_phantom, write_series
+from pulmogate.tools.phantom import make_phantom, write_series
 from tests.fixtures import quirks
 from tests.fixtures.dciodvfy import dciodvfy_errors
 from tests.fixtures.gateway import Gateway, add_route, received, run_gateway, storescp, storescu

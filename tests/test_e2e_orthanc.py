@@ -14,7 +14,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 
-from pulmogate.common.phantom import make_phantom, write_series
+from pulmogate.tools.phantom import make_phantom, write_series
 from tests.fixtures.gateway import add_route, run_gateway
 from tests.fixtures.infra import free_port
 from tests.fixtures.orthanc import run_orthanc

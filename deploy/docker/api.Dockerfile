@@ -1,15 +1,21 @@
 # syntax=docker/dockerfile:1
-# PulmoGate api (REST API and web UI on 0.0.0.0:8080).
+# PulmoGate api (REST API, web UI and /metrics on 0.0.0.0:8080). It also carries
+# pulmogate-tools, the operator's commands (user, license, send, demo): `docker compose exec api pulmogate ...`.
 # Build from the repository root: docker build -f deploy/docker/api.Dockerfile -t pulmogate/api:0.1.0 .
 
-# --- build: a virtualenv with libs/common and this service, installed the way CI installs them.
+# --- build: /opt/pulmogate holds this service and what it needs, exactly as uv.lock pins them
+#     (scripts/install.sh: the install step of setup.sh and CI); uv stays behind in /opt/uv.
 FROM python:3.11-slim-bookworm AS build
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-RUN python -m venv /opt/pulmogate
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    UV_TOOL_VENV=/opt/uv UV_NO_CACHE=1 UV_LINK_MODE=copy
 WORKDIR /src
+COPY pyproject.toml uv.lock ./
+COPY scripts/install.sh scripts/install.sh
 COPY libs/common libs/common
+COPY libs/tools libs/tools
 COPY services/api services/api
-RUN /opt/pulmogate/bin/pip install ./libs/common ./services/api
+RUN bash scripts/install.sh /opt/pulmogate --frozen \
+    --package pulmogate-api --package pulmogate-tools --no-dev --no-editable
 
 # --- runtime: the virtualenv only, run as an unprivileged user.
 FROM python:3.11-slim-bookworm AS runtime

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# PulmoGate inference (bus worker: chest CT analysis and DICOM outputs). Two final targets:
+# PulmoGate inference (bus worker: chest CT analysis and DICOM outputs; /metrics on 9464). Two final targets:
 #   gpu (default, last stage): NVIDIA CUDA 12.4 + cuDNN 9 runtime, Python 3.11 from the deadsnakes
 #       PPA, onnxruntime-gpu in place of onnxruntime. Needs the NVIDIA driver (>= 550) and the
 #       NVIDIA Container Toolkit on the host.
@@ -9,13 +9,17 @@
 #   docker build -f deploy/docker/inference.Dockerfile --target cpu -t pulmogate/inference:0.1.0-cpu .
 
 # ---------------------------------------------------------------- CPU image
+# /opt/pulmogate holds inference and what it needs, exactly as uv.lock pins them
+# (scripts/install.sh: the install step of setup.sh and CI); uv stays behind in /opt/uv.
 FROM python:3.11-slim-bookworm AS build-cpu
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-RUN python -m venv /opt/pulmogate
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    UV_TOOL_VENV=/opt/uv UV_NO_CACHE=1 UV_LINK_MODE=copy
 WORKDIR /src
+COPY pyproject.toml uv.lock ./
+COPY scripts/install.sh scripts/install.sh
 COPY libs/common libs/common
 COPY services/inference services/inference
-RUN /opt/pulmogate/bin/pip install ./libs/common ./services/inference
+RUN bash scripts/install.sh /opt/pulmogate --frozen --package pulmogate-inference --no-dev --no-editable
 
 FROM python:3.11-slim-bookworm AS cpu
 RUN groupadd --system --gid 10001 pulmogate \
@@ -27,9 +31,12 @@ ENV PATH=/opt/pulmogate/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PULMOGATE_DATA_DIR=/data \
     PULMOGATE_LOG_FORMAT=json \
+    PULMOGATE_METRICS_HOST=0.0.0.0 \
+    PULMOGATE_METRICS_PORT=9464 \
     PULMOGATE_EXECUTION_PROVIDER=cpu
 WORKDIR /data
 VOLUME ["/data"]
+EXPOSE 9464
 USER 10001:10001
 # No health endpoint in bus workers yet: the check proves PID 1 is still the pulmogate service.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
@@ -50,17 +57,18 @@ RUN apt-get update \
  && apt-get purge -y --auto-remove software-properties-common gpg-agent \
  && rm -rf /var/lib/apt/lists/*
 
+# onnxruntime and onnxruntime-gpu ship the same module: the locked set with the gpu extra
+# (onnxruntime-gpu) and without onnxruntime; the build fails unless the CUDA provider is in.
 FROM cuda-python AS build-gpu
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-RUN python3.11 -m venv /opt/pulmogate
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHON=python3.11 \
+    UV_TOOL_VENV=/opt/uv UV_NO_CACHE=1 UV_LINK_MODE=copy
 WORKDIR /src
+COPY pyproject.toml uv.lock ./
+COPY scripts/install.sh scripts/install.sh
 COPY libs/common libs/common
 COPY services/inference services/inference
-# onnxruntime and onnxruntime-gpu ship the same module: install the member, then swap the wheel,
-# and fail the build unless the CUDA provider is compiled in.
-RUN /opt/pulmogate/bin/pip install ./libs/common ./services/inference \
- && /opt/pulmogate/bin/pip uninstall -y onnxruntime \
- && /opt/pulmogate/bin/pip install "onnxruntime-gpu>=1.19,<2" \
+RUN bash scripts/install.sh /opt/pulmogate --frozen --package pulmogate-inference --no-dev --no-editable \
+    --extra gpu --no-install-package onnxruntime \
  && /opt/pulmogate/bin/python -c "import onnxruntime as ort; assert 'CUDAExecutionProvider' in ort.get_available_providers(), ort.get_available_providers()"
 
 FROM cuda-python AS gpu
@@ -73,11 +81,14 @@ ENV PATH=/opt/pulmogate/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PULMOGATE_DATA_DIR=/data \
     PULMOGATE_LOG_FORMAT=json \
+    PULMOGATE_METRICS_HOST=0.0.0.0 \
+    PULMOGATE_METRICS_PORT=9464 \
     PULMOGATE_EXECUTION_PROVIDER=auto \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 WORKDIR /data
 VOLUME ["/data"]
+EXPOSE 9464
 USER 10001:10001
 # No health endpoint in bus workers yet: the check proves PID 1 is still the pulmogate service.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

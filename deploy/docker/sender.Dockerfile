@@ -1,15 +1,18 @@
 # syntax=docker/dockerfile:1
-# PulmoGate sender (bus worker).
+# PulmoGate sender (bus worker; /metrics on 9464).
 # Build from the repository root: docker build -f deploy/docker/sender.Dockerfile -t pulmogate/sender:0.1.0 .
 
-# --- build: a virtualenv with libs/common and this service, installed the way CI installs them.
+# --- build: /opt/pulmogate holds this service and what it needs, exactly as uv.lock pins them
+#     (scripts/install.sh: the install step of setup.sh and CI); uv stays behind in /opt/uv.
 FROM python:3.11-slim-bookworm AS build
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-RUN python -m venv /opt/pulmogate
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    UV_TOOL_VENV=/opt/uv UV_NO_CACHE=1 UV_LINK_MODE=copy
 WORKDIR /src
+COPY pyproject.toml uv.lock ./
+COPY scripts/install.sh scripts/install.sh
 COPY libs/common libs/common
 COPY services/sender services/sender
-RUN /opt/pulmogate/bin/pip install ./libs/common ./services/sender
+RUN bash scripts/install.sh /opt/pulmogate --frozen --package pulmogate-sender --no-dev --no-editable
 
 # --- runtime: the virtualenv only, run as an unprivileged user.
 FROM python:3.11-slim-bookworm AS runtime
@@ -22,10 +25,12 @@ ENV PATH=/opt/pulmogate/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PULMOGATE_DATA_DIR=/data \
     PULMOGATE_API_HOST=0.0.0.0 \
-    PULMOGATE_LOG_FORMAT=json
+    PULMOGATE_LOG_FORMAT=json \
+    PULMOGATE_METRICS_HOST=0.0.0.0 \
+    PULMOGATE_METRICS_PORT=9464
 WORKDIR /data
 VOLUME ["/data"]
-
+EXPOSE 9464
 USER 10001:10001
 # No health endpoint in bus workers yet: the check proves PID 1 is still the pulmogate service.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pulmogate.common.phantom import make_phantom, write_series
+from pulmogate.tools.phantom import make_phantom, write_series
 from tests.fixtures.gateway import ADMIN_PASSWORD, ADMIN_USERNAME, Gateway, run_gateway, storescp
 
 CHROMIUM = Path("/usr/bin/chromium")

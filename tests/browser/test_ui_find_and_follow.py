@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pulmogate.common.phantom import make_phantom, write_series
+from pulmogate.tools.phantom import make_phantom, write_series
 from tests.fixtures import quirks
 from tests.fixtures.gateway import (
     ADMIN_PASSWORD,

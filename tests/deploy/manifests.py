@@ -5,6 +5,7 @@ import functools
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -114,13 +115,56 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     return instructions
 
 
-def setup_sh_members() -> list[str]:
-    """The workspace members scripts/setup.sh installs (``-e <path>`` arguments)."""
-    text = (ROOT / "scripts" / "setup.sh").read_text().replace("\\\n", " ")
-    members: list[str] = []
-    for line in text.splitlines():
-        if "pip install" not in line:
+def install_steps(dockerfile: Path) -> list[dict[str, Any]]:
+    """Each build stage's ``scripts/install.sh`` run: its stage, ENV, COPY sources and arguments."""
+    steps: list[dict[str, Any]] = []
+    stage: dict[str, Any] = {}
+    for keyword, args in dockerfile_instructions(dockerfile):
+        if keyword == "FROM":
+            stage = {"stage": args.split()[-1], "env": {}, "copied": []}
+        elif keyword == "ENV":
+            stage["env"].update(dict(word.split("=", 1) for word in shlex.split(args)))
+        elif keyword == "COPY" and not args.startswith("--from"):
+            stage["copied"] += args.split()[:-1]
+        elif keyword == "RUN" and "scripts/install.sh" in args:
+            command = shlex.split(args.split("&&")[0])
+            assert command[:2] == ["bash", "scripts/install.sh"], command
+            steps.append({**stage, "venv": command[2], "options": command[3:]})
+    return steps
+
+
+def _lock() -> dict[str, Any]:
+    with (ROOT / "uv.lock").open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def _locked(packages: list[str], extras: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The uv.lock entries ``packages`` install (with their ``extras``), dependencies included."""
+    by_name = {p["name"]: p for p in _lock()["package"]}
+    needed: dict[str, dict[str, Any]] = {}
+    todo = [(name, extras or []) for name in packages]
+    while todo:
+        name, wanted = todo.pop()
+        if name in needed:
             continue
-        words = shlex.split(line)
-        members += [words[i + 1] for i, word in enumerate(words[:-1]) if word == "-e"]
-    return [m for m in members if not m.startswith(".")]
+        package = needed[name] = by_name[name]
+        deps = list(package.get("dependencies", []))
+        for extra in wanted:
+            deps += package.get("optional-dependencies", {}).get(extra, [])
+        todo += [(dep["name"], dep.get("extra", [])) for dep in deps]
+    return needed
+
+
+def locked_closure(packages: list[str], extras: list[str] | None = None) -> set[str]:
+    """Names of every distribution uv.lock installs for ``packages``."""
+    return set(_locked(packages, extras))
+
+
+def locked_members(packages: list[str]) -> dict[str, str]:
+    """Workspace members (name: folder) that ``packages`` need, after uv.lock's dependencies."""
+    members = {}
+    for name, package in _locked(packages).items():
+        source = package["source"]
+        if "editable" in source or "virtual" in source:
+            members[name] = source.get("editable", source.get("virtual"))
+    return members

@@ -1,4 +1,4 @@
-"""Dockerfiles: hadolint clean; each installs libs/common and its service as setup.sh does."""
+"""Dockerfiles: hadolint clean; each installs its service from uv.lock with setup.sh's step."""
 
 import json
 import shlex
@@ -14,8 +14,16 @@ from tests.deploy.manifests import (
     ROOT,
     SERVICES,
     dockerfile_instructions,
-    setup_sh_members,
+    install_steps,
+    locked_closure,
+    locked_members,
 )
+
+# What each image installs: its service, and for the api the operator's commands too.
+IMAGE_PACKAGES = {s: [f"pulmogate-{s}"] for s in SERVICES} | {
+    "api": ["pulmogate-api", "pulmogate-tools"]
+}
+LOCK_FILES = ["pyproject.toml", "uv.lock", "scripts/install.sh"]
 
 
 def hadolint() -> str | None:
@@ -40,35 +48,52 @@ def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _pip_installs(dockerfile: Path) -> list[list[str]]:
-    """The local paths each ``pip install`` installs (options and PyPI names dropped)."""
-    installs = []
-    for keyword, args in dockerfile_instructions(dockerfile):
-        if keyword != "RUN":
-            continue
-        for step in args.split("&&"):
-            words = shlex.split(step)
-            if len(words) > 2 and words[0].endswith("/pip") and words[1] == "install":
-                installs.append([w.removeprefix("./") for w in words[2:] if w.startswith("./")])
-    return installs
+def _packages(options: list[str]) -> list[str]:
+    return [options[i + 1] for i, word in enumerate(options[:-1]) if word == "--package"]
+
+
+def test_setup_sh_installs_every_member_from_the_lock_with_the_same_step() -> None:
+    text = (ROOT / "scripts" / "setup.sh").read_text()
+    commands = [
+        shlex.split(line)
+        for line in text.splitlines()
+        if "scripts/install.sh" in line and not line.startswith("#")
+    ]
+    assert commands == [["bash", "scripts/install.sh", ".venv", "--locked", "--all-packages"]]
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_image_installs_common_and_its_service_like_setup_sh(service: str) -> None:
+def test_image_installs_its_service_from_the_lock_with_setup_sh_step(service: str) -> None:
     dockerfile = ROOT / "deploy" / "docker" / f"{service}.Dockerfile"
-    members = setup_sh_members()
-    assert "libs/common" in members and f"services/{service}" in members
-    wanted = ["libs/common", f"services/{service}"]
-    local_installs = [paths for paths in _pip_installs(dockerfile) if paths]
-    # One pip run per build stage, both members in it (pulmogate-common is not on PyPI: the
-    # service's dependency on it must resolve to the local copy, as in setup.sh's single pip run).
-    assert local_installs and all(paths == wanted for paths in local_installs), local_installs
-    copied = [
-        args.split()[0]
-        for keyword, args in dockerfile_instructions(dockerfile)
-        if keyword == "COPY" and not args.startswith("--from")
-    ]
-    assert sorted(set(copied)) == wanted, "the build context copies only the two members"
+    steps = install_steps(dockerfile)
+    assert steps, "no build stage runs scripts/install.sh"
+    for step in steps:
+        assert step["venv"] == "/opt/pulmogate", step
+        options = step["options"]
+        assert "--frozen" in options and "--no-dev" in options and "--no-editable" in options
+        assert _packages(options) == IMAGE_PACKAGES[service], options
+        # The build context copies the lock, the step and exactly the members the lock says
+        # these packages need (another member's code in the image would be dead weight).
+        members = sorted(locked_members(IMAGE_PACKAGES[service]).values())
+        assert sorted(step["copied"]) == sorted([*LOCK_FILES, *members]), step["copied"]
+        assert step["env"].get("UV_TOOL_VENV") == "/opt/uv", "uv stays in the build stage"
+
+
+@pytest.mark.parametrize("service", ["receiver", "router", "sender"])
+def test_service_images_carry_no_operator_tools(service: str) -> None:
+    members = locked_members(IMAGE_PACKAGES[service])
+    assert set(members) == {"pulmogate-common", f"pulmogate-{service}"}
+    assert {"scipy", "typer", "tqdm", "httpx"} & locked_closure(IMAGE_PACKAGES[service]) == set()
+
+
+def test_gpu_image_swaps_onnxruntime_for_the_locked_onnxruntime_gpu() -> None:
+    (cpu, gpu) = install_steps(ROOT / "deploy" / "docker" / "inference.Dockerfile")
+    assert cpu["stage"] == "build-cpu" and "--extra" not in cpu["options"]
+    assert gpu["stage"] == "build-gpu"
+    options = gpu["options"]
+    assert options[options.index("--extra") + 1] == "gpu"
+    assert options[options.index("--no-install-package") + 1] == "onnxruntime"
+    assert "onnxruntime-gpu" in locked_closure(["pulmogate-inference"], extras=["gpu"])
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -107,4 +132,5 @@ def test_build_context_holds_only_what_the_image_copies(service: str) -> None:
     patterns = [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
     assert patterns[0] == "*", "everything is excluded first"
     allowed = sorted(p.removeprefix("!") for p in patterns if p.startswith("!"))
-    assert allowed == ["libs/common", f"services/{service}"]
+    copied = {path for step in install_steps(dockerfile) for path in step["copied"]}
+    assert allowed == sorted(copied)

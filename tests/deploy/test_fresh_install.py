@@ -1,25 +1,24 @@
-"""Each image's entry command starts from a fresh install of just that service's package.
+"""Each image's entry command starts from a fresh install of just what its Dockerfile installs.
 
-The images run ``pip install ./libs/common ./services/<service>`` into an empty virtualenv and
-start ``pulmogate <service>`` (ENTRYPOINT + CMD). Here the same two members are built into
-wheels (with their third-party dependencies, resolved by pip from PyPI as in a ``docker build``),
-installed with pip into a new virtualenv that sees neither the project's .venv nor its sources,
-and the entry command read from the Dockerfile is started against the real Postgres and
-RabbitMQ: the receiver answers C-ECHO, the api answers /healthz and /readyz, the bus workers log
-that they started; then SIGTERM (``docker stop``) must end each process cleanly.
+An image's build stage copies pyproject.toml, uv.lock, scripts/install.sh and the members its
+service needs, then runs scripts/install.sh (uv at the locked version; the locked set, --frozen,
+non-editable, no dev tools) and starts ``pulmogate <service>`` (ENTRYPOINT + CMD). Here the same:
+the files that stage COPYs are copied to an empty folder (the build context as the image sees
+it), the same step with that stage's ENV installs into a new virtualenv that sees neither the
+project's .venv nor its sources (wheels come from PyPI, or uv's cache, checked against the
+lock's hashes), and the entry command read from the Dockerfile is started against the real
+Postgres and RabbitMQ: the receiver answers C-ECHO, the api answers /healthz and /readyz, the
+bus workers log that they started; then SIGTERM (``docker stop``) must end each process cleanly.
+Inference is installed as its CPU target (the GPU one needs CUDA).
 
-A fresh install costs about 10 s per service plus about 30 s for the wheelhouse, so CI runs the
-inference service only (the most third-party dependencies). All five:
-
-    PULMOGATE_FRESH_INSTALL=all .venv/bin/pytest tests/deploy/test_fresh_install.py
-
-(about 2.5 minutes on two busy cores; or name some: PULMOGATE_FRESH_INSTALL=api,receiver).
-Byte-compilation is skipped (``--no-compile``) for speed.
+All five run by default (about a minute on two busy cores once uv's cache holds the wheels);
+name some to run fewer: PULMOGATE_FRESH_INSTALL=api,receiver.
 """
 
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,44 +27,30 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.deploy.manifests import ROOT, SERVICES, dockerfile_instructions
+from tests.deploy.manifests import (
+    ROOT,
+    SERVICES,
+    dockerfile_instructions,
+    install_steps,
+    locked_members,
+)
 from tests.fixtures.infra import PG_ADMIN_DSN, amqp_url, free_port
 
 __all__ = ["amqp_url"]
 
-_CHOSEN = os.environ.get("PULMOGATE_FRESH_INSTALL", "inference")
+_CHOSEN = os.environ.get("PULMOGATE_FRESH_INSTALL", "all")
 SELECTED = SERVICES if _CHOSEN == "all" else [s for s in SERVICES if s in _CHOSEN.split(",")]
 ECHOSCU = "/usr/bin/echoscu"
+DOCKERIGNORED = ("__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache")
 
 
-def pip(*args: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
-@pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Wheels of libs/common, the selected services and everything they depend on."""
-    folder = tmp_path_factory.mktemp("wheelhouse")
-    pip(
-        "wheel",
-        "-q",
-        "--wheel-dir",
-        str(folder),
-        "./libs/common",
-        *(f"./services/{s}" for s in SELECTED),
-    )
-    return folder
+def _packages(options: list[str]) -> list[str]:
+    return [options[i + 1] for i, word in enumerate(options[:-1]) if word == "--package"]
 
 
 @pytest.fixture(scope="module")
@@ -97,15 +82,40 @@ def entry_command(service: str) -> list[str]:
     return [*entrypoint, *cmd]
 
 
-def fresh_install(service: str, wheelhouse: Path, folder: Path) -> Path:
-    """A new virtualenv holding pulmogate-common, pulmogate-<service> and their dependencies."""
+def install_step(service: str) -> dict[str, Any]:
+    """The image's install step (for inference, its CPU target's)."""
+    steps = install_steps(ROOT / "deploy" / "docker" / f"{service}.Dockerfile")
+    return [step for step in steps if "--extra" not in step["options"]][-1]
+
+
+def fresh_install(service: str, folder: Path) -> Path:
+    """A new virtualenv made as the image's build stage makes /opt/pulmogate."""
+    step = install_step(service)
+    context = folder / "context"
+    for path in step["copied"]:
+        source, target = ROOT / path, context / path
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns(*DOCKERIGNORED))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
     venv = folder / "venv"
-    base_python = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base_python, "-m", "venv", "--without-pip", str(venv)], check=True)
-    pip(
-        "--python", str(venv / "bin" / "python"), "install", "-q", "--no-compile", "--no-index",
-        "--find-links", str(wheelhouse), f"pulmogate-{service}",
-    )  # fmt: skip
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PULMOGATE_", "UV_", "VIRTUAL"))
+    }
+    env.update({k: v for k, v in step["env"].items() if k != "UV_NO_CACHE"})  # the shared cache
+    env["UV_TOOL_VENV"] = str(folder / "uv")
+    env["PYTHON"] = getattr(sys, "_base_executable", sys.executable)
+    result = subprocess.run(
+        ["bash", "scripts/install.sh", str(venv), *step["options"]],
+        cwd=context,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return venv
 
 
@@ -189,9 +199,9 @@ def _ready_http(port: int) -> bool:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("service", SELECTED)
 def test_image_entry_command_starts_from_a_fresh_install(
-    service: str, wheelhouse: Path, empty_database: str, amqp_url: str, tmp_path: Path
+    service: str, empty_database: str, amqp_url: str, tmp_path: Path
 ) -> None:
-    venv = fresh_install(service, wheelhouse, tmp_path)
+    venv = fresh_install(service, tmp_path)
     python = str(venv / "bin" / "python")
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "--python", python, "list", "--format=json"],
@@ -202,7 +212,9 @@ def test_image_entry_command_starts_from_a_fresh_install(
     pulmogate_dists = sorted(
         p["name"] for p in json.loads(installed) if p["name"].startswith("pulmogate")
     )
-    assert pulmogate_dists == sorted(["pulmogate-common", f"pulmogate-{service}"])
+    wanted = locked_members(_packages(install_step(service)["options"]))
+    assert pulmogate_dists == sorted(wanted)
+    assert f"pulmogate-{service}" in wanted
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -230,6 +242,21 @@ def test_image_entry_command_starts_from_a_fresh_install(
         check=False,
     )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+
+    # The operator's commands come with pulmogate-tools: in the api image only.
+    operator = subprocess.run(
+        ["pulmogate", "user", "--help"],
+        env=env,
+        cwd=data_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if "pulmogate-tools" in wanted:
+        assert operator.returncode == 0 and "create" in operator.stdout, operator.stderr
+    else:
+        assert operator.returncode == 2 and "comes with pulmogate-tools" in operator.stderr
 
     command = entry_command(service)
     assert command == ["pulmogate", service]

@@ -10,9 +10,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from pulmogate.common.cli import app
+from pulmogate.common.cli import main
 from pulmogate.common.settings import Settings
 from tests.deploy.manifests import (
     DEPLOY,
@@ -92,8 +91,11 @@ def test_compose_runs_every_service_and_the_cpu_override_drops_the_gpu() -> None
 
 
 def _cli_accepts(args: list[str]) -> bool:
-    result = CliRunner().invoke(app, [*args, "--help"])
-    return result.exit_code == 0
+    try:
+        main([*args, "--help"])
+    except SystemExit as exit_:
+        return exit_.code in (0, None)
+    return False  # --help always exits
 
 
 def container_commands() -> list[tuple[str, list[str]]]:
@@ -282,3 +284,58 @@ def test_gpu_overlay_gives_inference_one_gpu_and_cpu_overlay_none() -> None:
     assert "nvidia.com/gpu" not in json.dumps(cpu)
     assert cpu["image"].endswith("-cpu")
     assert {"name": "PULMOGATE_EXECUTION_PROVIDER", "value": "cpu"} in cpu["env"]
+
+
+def _serves_metrics_on(service: str, settings: dict[str, Any]) -> str:
+    """The port a service's process serves /metrics on, from its settings (api: its own port)."""
+    if service == "api":
+        return str(settings["PULMOGATE_API_PORT"])
+    assert settings.get("PULMOGATE_METRICS_HOST") == "0.0.0.0", service
+    port = str(settings["PULMOGATE_METRICS_PORT"])
+    assert port != "0", f"{service}: metrics are off"
+    return port
+
+
+def test_compose_exposes_and_labels_the_port_each_service_serves_metrics_on() -> None:
+    services = compose_documents()["compose.yaml+compose.cpu.yaml"]["services"]
+    for name in SERVICES:
+        service = services[name]
+        port = _serves_metrics_on(name, service["environment"])
+        labels = service["labels"]
+        assert labels["prometheus.io/scrape"] == "true", name
+        assert labels["prometheus.io/port"] == port, name
+        assert labels["prometheus.io/path"] == "/metrics", name
+        if name != "api":
+            assert port in service["expose"], name
+
+
+def _policy_admits(policies: list[dict[str, Any]], labels: dict[str, str], port: int) -> bool:
+    for policy in policies:
+        selector = policy["spec"]["podSelector"].get("matchLabels", {})
+        if not selector.items() <= labels.items():
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            if any(p.get("port") == port for p in rule.get("ports", [])) or "ports" not in rule:
+                if rule.get("from") and all("podSelector" in f for f in rule["from"]):
+                    continue  # only other pulmogate pods: not Prometheus
+                return True
+    return False
+
+
+@needs_kustomize
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_deployment_is_annotated_for_the_metrics_port_it_opens(overlay: str) -> None:
+    docs = kustomize_build(overlay)
+    (config,) = _by_kind(docs, "ConfigMap").values()
+    policies = [doc for doc in docs if doc["kind"] == "NetworkPolicy"]
+    for name in SERVICES:
+        deployment = _by_kind(docs, "Deployment")[f"pulmogate-{name}"]
+        template = deployment["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        port = _serves_metrics_on(name, config["data"])
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/port"] == port, name
+        assert annotations["prometheus.io/path"] == "/metrics", name
+        (container,) = template["spec"]["containers"]
+        assert int(port) in [p["containerPort"] for p in container["ports"]], name
+        assert _policy_admits(policies, template["metadata"]["labels"], int(port)), name

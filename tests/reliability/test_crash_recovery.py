@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pulmogate.common.phantom import make_phantom, write_series
+from pulmogate.tools.phantom import make_phantom, write_series
 from tests.fixtures.gateway import Gateway, add_route, run_gateway
 from tests.reliability.faults import (
     close_vhost_connections,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 
-from pulmogate.common.phantom import make_phantom, write_series
+from pulmogate.tools.phantom import make_phantom, write_series
 from tests.fixtures.gateway import Gateway, add_route, run_gateway
 from tests.reliability.faults import sqlite_rows
 from tests.reliability.recording_scp import RecordingSCP, recording_scp

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pulmogate.common.phantom import make_phantom, write_series
+from pulmogate.tools.phantom import make_phantom, write_series
 from tests.fixtures.gateway import Gateway, add_route, run_gateway
 from tests.reliability.faults import kill, restart, sqlite_rows, wait_api, wait_until
 from tests.reliability.recording_scp import RecordingSCP, recording_scp

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pulmogate.common.phantom import make_phantom, write_series
+from pulmogate.tools.phantom import make_phantom, write_series
 from tests.security.api_process import (
     ApiProcess,
     fill_to,

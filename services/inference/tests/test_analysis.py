@@ -15,7 +15,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from pulmogate.common.phantom import Phantom, make_phantom
 from pulmogate.common.refusals import Refusal, RefusalCode
 from pulmogate.inference.analysis import (
     NOISE_FLOOR_PERCENT,
@@ -29,6 +28,7 @@ from pulmogate.inference.segment import load_card, load_segmenter, onnx_runtime
 from pulmogate.inference.segment.onnx_runtime import cached_session, providers_for
 from pulmogate.inference.segment.qct_graph import build_bands_graph
 from pulmogate.inference.volume import Volume
+from pulmogate.tools.phantom import Phantom, make_phantom
 
 LUNG_DICE_FLOOR = 0.95
 LESION_DICE_FLOOR = 0.85

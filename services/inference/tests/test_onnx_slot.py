@@ -15,12 +15,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pulmogate.common.phantom import Phantom, make_phantom
 from pulmogate.inference.analysis import analyse
 from pulmogate.inference.segment import load_card, load_segmenter
 from pulmogate.inference.segment.card import CardError
 from pulmogate.inference.segment.onnx_model import OnnxSegmenter
 from pulmogate.inference.volume import Volume
+from pulmogate.tools.phantom import Phantom, make_phantom
 
 WINDOW = (-1100.0, 200.0)
 # Class centres in HU: outside air, lung (aerated and ground-glass), soft tissue and fat.

@@ -19,11 +19,11 @@ import highdicom as hd
 import pydicom
 import pytest
 
-from pulmogate.common.phantom import Phantom
 from pulmogate.inference.analysis import Analysis
 from pulmogate.inference.outputs import OutputObject, build_outputs
 from pulmogate.inference.outputs.attributes import COPIED_ATTRIBUTES
 from pulmogate.inference.volume import Volume, load_volume
+from pulmogate.tools.phantom import Phantom
 from tests.fixtures import quirks
 
 DCIODVFY = shutil.which("dciodvfy") or "/usr/bin/dciodvfy"

@@ -12,11 +12,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from pulmogate.common.phantom import make_phantom, write_series
 from pulmogate.inference.analysis import Analysis, Figures
 from pulmogate.inference.outputs import OutputObject, build_outputs
 from pulmogate.inference.outputs.render import CONSOLIDATION_COLOUR, GGO_COLOUR
 from pulmogate.inference.volume import Volume
+from pulmogate.tools.phantom import make_phantom, write_series
 
 DCIODVFY = shutil.which("dciodvfy") or "/usr/bin/dciodvfy"
 STUDY_KEYWORDS = (

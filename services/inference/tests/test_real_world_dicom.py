@@ -33,10 +33,10 @@ from pydicom.uid import (
     JPEGLSNearLossless,
 )
 
-from pulmogate.common.phantom import Phantom
 from pulmogate.common.refusals import Refusal, RefusalCode
 from pulmogate.inference.outputs import OutputObject, build_outputs, input_notes
 from pulmogate.inference.volume import Volume, load_volume
+from pulmogate.tools.phantom import Phantom
 from tests.fixtures import quirks
 
 DCIODVFY = shutil.which("dciodvfy") or "/usr/bin/dciodvfy"

@@ -14,13 +14,13 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from pulmogate.common.phantom import Phantom
 from pulmogate.inference.outputs import build_outputs
 from pulmogate.inference.outputs import overlay as overlay_module
 from pulmogate.inference.outputs import summary as summary_module
 from pulmogate.inference.outputs.numbering import slice_numbers
 from pulmogate.inference.outputs.summary import key_slices
 from pulmogate.inference.volume import Volume, load_volume
+from pulmogate.tools.phantom import Phantom
 from tests.fixtures import quirks
 
 SLICES, SIZE = 20, 64

@@ -17,10 +17,10 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 from scipy import ndimage
 
-from pulmogate.common.phantom import Phantom, make_phantom, write_series
 from pulmogate.common.refusals import Refusal, RefusalCode
 from pulmogate.inference.analysis import analyse
 from pulmogate.inference.volume import load_volume
+from pulmogate.tools.phantom import Phantom, make_phantom, write_series
 
 DATA = Path("/work/shared/data")
 ABDOMEN_J2K = DATA / "abdomen_ct_j2k"

@@ -15,13 +15,13 @@ from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import select
 
 from pulmogate.common.db.models import Series, SeriesStatus
-from pulmogate.common.phantom import make_phantom, write_series
 from pulmogate.receiver import scp
 from pulmogate.receiver.scp import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_OUT_OF_RESOURCES,
     STATUS_SUCCESS,
 )
+from pulmogate.tools.phantom import make_phantom, write_series
 from services.receiver.tests.helpers import (
     AE_TITLE,
     ReceiverFactory,

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from pulmogate.common.db.accounts import Role
-from pulmogate.common.phantom import make_phantom, write_series
 from pulmogate.common.runtime import Context
+from pulmogate.tools.phantom import make_phantom, write_series
 from services.api.tests.conftest import ClientAs
 
 

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from pulmogate.common.db.migrate import upgrade
 from pulmogate.common.db.models import Instance, Series
-from pulmogate.common.phantom import make_phantom, write_series
 from pulmogate.common.runtime import Context
+from pulmogate.tools.phantom import make_phantom, write_series
 
 
 @pytest.fixture(scope="module", params=["postgres", "sqlite"])

@@ -13,9 +13,9 @@ from sqlalchemy import select
 
 from pulmogate.common.db.models import Instance, OutboxMessage, Series
 from pulmogate.common.db.operations import Upload
-from pulmogate.common.phantom import make_phantom, write_series
 from pulmogate.common.runtime import Context
 from pulmogate.router.rules import rule_for
+from pulmogate.tools.phantom import make_phantom, write_series
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,11 @@
 """Prometheus metrics shared by the services (one registry per process)."""
 
+import math
+from pathlib import Path
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from pulmogate.common.disk import disk_usage
 
 INSTANCES_RECEIVED = Counter(
     "pulmogate_instances_received_total", "C-STORE requests answered", ["status"]
@@ -28,9 +33,25 @@ ANALYSIS_SECONDS = Histogram(
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300),
 )
 DELIVERIES = Counter("pulmogate_deliveries_total", "Delivery attempts by outcome", ["outcome"])
-STORAGE_FREE_PERCENT = Gauge("pulmogate_storage_free_percent", "Free space on storage")
+STORAGE_FREE_PERCENT = Gauge(
+    "pulmogate_storage_free_percent",
+    "Free space on the storage volume in percent (NaN: the volume cannot be read)",
+)
 DICOM_REFUSED = Counter(
     "pulmogate_dicom_refused_total",
     "DICOM connections and associations refused or aborted at the edge, by reason",
     ["reason"],
 )
+
+
+def track_storage(root: Path) -> None:
+    """Read the storage volume's free share at each scrape (every process shares the volume)."""
+
+    def free_percent() -> float:
+        try:
+            usage = disk_usage(root)
+        except OSError:
+            return math.nan
+        return 100.0 - usage.used_percent if usage.total_bytes else math.nan
+
+    STORAGE_FREE_PERCENT.set_function(free_percent)

@@ -14,6 +14,8 @@ from pulmogate.common.db.migrate import upgrade_async
 from pulmogate.common.db.session import Database
 from pulmogate.common.heartbeat import run_heartbeat
 from pulmogate.common.logging import configure_logging
+from pulmogate.common.metrics import track_storage
+from pulmogate.common.metrics_server import MetricsServer
 from pulmogate.common.outbox import OutboxRelay
 from pulmogate.common.settings import Settings
 from pulmogate.common.storage import Storage
@@ -83,6 +85,14 @@ async def close_context(ctx: Context) -> None:
     await ctx.db.dispose()
 
 
+def _metrics_server(names: list[str], settings: Settings) -> MetricsServer | None:
+    """The metrics port of a process without the api (the api serves this registry itself)."""
+    if "api" in names or not settings.metrics_port:
+        return None
+    token = settings.metrics_token.get_secret_value()
+    return MetricsServer(settings.metrics_host, settings.metrics_port, token)
+
+
 async def run_services(
     names: list[str],
     settings: Settings,
@@ -102,8 +112,12 @@ async def run_services(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     ctx = await open_context(settings, migrate=migrate or settings.database_url == "")
+    track_storage(ctx.storage.root)
+    metrics = _metrics_server(names, settings)
     started: list[Service] = []
     try:
+        if metrics is not None:
+            await metrics.start()
         for name in sorted(names, key=lambda n: SERVICE_ORDER.index(n)):
             service = available[name]()
             await service.start(ctx)
@@ -117,5 +131,7 @@ async def run_services(
         for service in reversed(started):
             with contextlib.suppress(Exception):
                 await service.stop()
+        if metrics is not None:
+            await metrics.stop()
         await close_context(ctx)
         log.info("stopped", services=names)

@@ -110,7 +110,10 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
-    metrics_port: int = Field(0, description="Prometheus port for non-api services; 0 = off")
+    metrics_port: int = Field(
+        0, description="Port of /metrics in a process without the api (the api: its own); 0 = off"
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address that metrics port listens on")
 
     @property
     def storage_dir(self) -> Path:

@@ -21,8 +21,8 @@ from pulmogate.common.db.accounts import ApiToken, Role, User
 from pulmogate.common.db.models import utcnow
 from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.scu import store
-from pulmogate.common.phantom import make_phantom, write_series
 from pulmogate.common.settings import Settings
+from pulmogate.tools.phantom import make_phantom, write_series
 
 DEMO_AET = "PG_DEMO"
 VIEWER_AET = "PG_DEMO_VIEWER"
@@ -172,29 +172,30 @@ def run_demo(
 ) -> int:
     """Run the demo; return the process exit code."""
     viewer = DemoViewer()
-    api, release = _api_client(api_url, token)
+    # Already used to sign in, so closed in `finally`: an httpx client cannot be entered again.
+    client, release = _api_client(api_url, token)
     try:
-        with api as client:
-            _create_route(client, viewer.port)
-            items = client.get("/api/v1/jobs", params={"limit": 1}).json()["items"]
-            last_id = items[0]["id"] if items else 0
-            with tempfile.TemporaryDirectory() as tmp:
-                print(f"generating a {slices}-slice chest CT phantom, {involvement:.0%} involved")
-                files = write_series(
-                    make_phantom(slices=slices, size=256, involvement=involvement),
-                    Path(tmp),
-                    seed=int(time.time()),
-                    study_uid=None,
-                )
-                started = time.monotonic()
-                result = store(files, dicom_host, dicom_port, aet, calling_aet=DEMO_AET)
-                print(f"sent {result.sent} slices to {aet}@{dicom_host}:{dicom_port}")
-            job = _wait_for_job(client, last_id, timeout)
-            wait_until = time.monotonic() + 10
-            expected = len(job.get("outputs", []))
-            while len(viewer.received) < expected and time.monotonic() < wait_until:
-                time.sleep(0.2)
+        _create_route(client, viewer.port)
+        items = client.get("/api/v1/jobs", params={"limit": 1}).json()["items"]
+        last_id = items[0]["id"] if items else 0
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"generating a {slices}-slice chest CT phantom, {involvement:.0%} involved")
+            files = write_series(
+                make_phantom(slices=slices, size=256, involvement=involvement),
+                Path(tmp),
+                seed=int(time.time()),
+                study_uid=None,
+            )
+            started = time.monotonic()
+            result = store(files, dicom_host, dicom_port, aet, calling_aet=DEMO_AET)
+            print(f"sent {result.sent} slices to {aet}@{dicom_host}:{dicom_port}")
+        job = _wait_for_job(client, last_id, timeout)
+        wait_until = time.monotonic() + 10
+        expected = len(job.get("outputs", []))
+        while len(viewer.received) < expected and time.monotonic() < wait_until:
+            time.sleep(0.2)
     finally:
+        client.close()
         viewer.close()
         release()
     print(f"job {job['id']}: {job['status']} in {time.monotonic() - started:.1f} s")

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from pulmogate.common.cli import app
 from pulmogate.common.credentials import verify_password
 from pulmogate.common.db.accounts import AuditEntry, License, User
 from pulmogate.common.db.session import Database
+from pulmogate.tools.cli import app
 from tests.fixtures.infra import clear_tables
 
 

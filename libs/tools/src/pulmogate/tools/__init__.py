@@ -1,0 +1,1 @@
+"""PulmoGate operator tools: user, license, send and demo commands; the chest CT phantom."""
