@@ -21,7 +21,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from pulmogate.common.phantom import make_phantom, write_series
+from pulmogate.tools.phantom import make_phantom, write_series
 from tests.fixtures.gateway import PULMOGATE
 from tests.fixtures.infra import free_port, wait_for_echo
 from tests.reliability.faults import sql, sqlite_rows, wait_until
