@@ -64,6 +64,16 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_folder(path.parent)
 
 
+def move_durably(moves: list[tuple[Path, Path]]) -> None:
+    """Rename each fsynced file to its path (folders made as ``make_folders`` does), then make
+    the renames durable: each destination folder fsynced once."""
+    for source, path in moves:
+        make_folders(path.parent)
+        os.replace(source, path)
+    for folder in {path.parent for _, path in moves}:
+        fsync_folder(folder)
+
+
 def dataset_bytes(ds: Dataset) -> bytes:
     """Serialise a dataset with its file meta (DICOM Part 10)."""
     from io import BytesIO

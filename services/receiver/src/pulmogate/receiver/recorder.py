@@ -16,17 +16,11 @@ from datetime import datetime
 import structlog
 
 from pulmogate.common.db.session import Database
+from pulmogate.common.dicom.intake.rows import Peer, StoredInstance
+from pulmogate.common.dicom.intake.values import InstanceValues
 from pulmogate.receiver.markers import SeriesMarkers
 from pulmogate.receiver.pending import PendingInstances
-from pulmogate.receiver.records import (
-    AssociationEnded,
-    Entry,
-    GroupOutcome,
-    Peer,
-    ReceivedInstance,
-    StoredInstance,
-    record_group,
-)
+from pulmogate.receiver.records import AssociationEnded, Entry, GroupOutcome, record_group
 
 log = structlog.get_logger("pulmogate.receiver")
 
@@ -56,7 +50,7 @@ class InstanceRecorder:
         self.loop = loop
         self.on_conflict = on_conflict
         self._queue: list[Entry] = []
-        self._prepared: dict[object, ReceivedInstance] = {}
+        self._prepared: dict[object, InstanceValues] = {}
         self._wake = asyncio.Event()
         self._submitted = 0
         self._settled = 0
@@ -67,12 +61,12 @@ class InstanceRecorder:
         """Queue an entry from any thread (entries of one thread keep their order)."""
         self.loop.call_soon_threadsafe(self._put, entry)
 
-    def prepare(self, ticket: object, index: Callable[[], ReceivedInstance]) -> None:
+    def prepare(self, ticket: object, index: Callable[[], InstanceValues]) -> None:
         """Have the loop read an instance's indexed values now (while the association
         thread writes and fsyncs its file: the GIL is free then); queued by ``commit``."""
         self.loop.call_soon_threadsafe(self._prepare, ticket, index)
 
-    def _prepare(self, ticket: object, index: Callable[[], ReceivedInstance]) -> None:
+    def _prepare(self, ticket: object, index: Callable[[], InstanceValues]) -> None:
         try:
             self._prepared[ticket] = index()
         except Exception as exc:  # its mark stays: recovery tries again at start

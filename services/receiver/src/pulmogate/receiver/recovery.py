@@ -21,11 +21,14 @@ from sqlalchemy import select, update
 
 from pulmogate.common.db.models import Instance, Series, SeriesStatus, utcnow
 from pulmogate.common.db.session import Database
+from pulmogate.common.dicom.intake.header import CannotUnderstand, read_header
+from pulmogate.common.dicom.intake.rows import StoredInstance
+from pulmogate.common.dicom.intake.values import instance_values
 from pulmogate.common.storage import TEMP_PREFIX, Storage, UnsafeName
-from pulmogate.receiver.header import CannotUnderstand, peer_of, read_header, received_instance
+from pulmogate.receiver.file_meta import peer_of
 from pulmogate.receiver.markers import SeriesMarkers
 from pulmogate.receiver.recorder import GROUP_MAX
-from pulmogate.receiver.records import StoredInstance, record_group
+from pulmogate.receiver.records import record_group
 
 log = structlog.get_logger("pulmogate.receiver")
 
@@ -52,7 +55,7 @@ def _stored_instance(path: Path, series_uid: str) -> StoredInstance | None:
     peer = peer_of(meta)
     if peer is None or str(ds.SeriesInstanceUID).strip() != series_uid:
         return None
-    item = received_instance(
+    item = instance_values(
         ds,
         sop_class_uid=str(meta.get("MediaStorageSOPClassUID", "")),
         transfer_syntax_uid=str(meta.get("TransferSyntaxUID", "")),

@@ -27,6 +27,9 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from pulmogate.common.db.models import utcnow
 from pulmogate.common.db.session import Database
+from pulmogate.common.dicom.intake.header import CannotUnderstand, read_header, uid_text
+from pulmogate.common.dicom.intake.rows import Peer
+from pulmogate.common.dicom.intake.values import instance_values
 from pulmogate.common.dicom.syntaxes import ACCEPTED_STORAGE_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
 from pulmogate.common.disk import watermark_refusal
 from pulmogate.common.metrics import DICOM_REFUSED, INSTANCES_DISCARDED, INSTANCES_RECEIVED
@@ -34,13 +37,7 @@ from pulmogate.common.routing import ip_matches
 from pulmogate.common.storage import Storage, atomic_write
 from pulmogate.receiver.admission import Admission, AdmissionLimits
 from pulmogate.receiver.bounded_dul import EdgeLimits
-from pulmogate.receiver.header import (
-    CannotUnderstand,
-    file_preamble,
-    read_header,
-    received_instance,
-    uid_text,
-)
+from pulmogate.receiver.file_meta import file_preamble
 from pulmogate.receiver.markers import SeriesMarkers
 from pulmogate.receiver.other_objects import (
     ANY_TRANSFER_SYNTAX,
@@ -56,7 +53,7 @@ from pulmogate.receiver.pending import PendingInstances
 from pulmogate.receiver.policy import SourcePattern, brings_images, enabled_sources, refusal
 from pulmogate.receiver.qr import QueryRetrieveSCP, add_query_retrieve_contexts
 from pulmogate.receiver.recorder import GROUP_INTERVAL_S, InstanceRecorder
-from pulmogate.receiver.records import AssociationEnded, Peer
+from pulmogate.receiver.records import AssociationEnded
 from pulmogate.receiver.server import GuardedServer, start_guarded_server
 from pulmogate.receiver.sop_index import StoredSopIndex
 
@@ -391,7 +388,7 @@ class StoreSCP:
         ticket, size = object(), len(encoded)
         self.recorder.prepare(
             ticket,
-            lambda: received_instance(
+            lambda: instance_values(
                 ds,
                 sop_class_uid=str(context.abstract_syntax),
                 transfer_syntax_uid=str(context.transfer_syntax),

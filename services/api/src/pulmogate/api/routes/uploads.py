@@ -64,14 +64,13 @@ async def store_upload(
         items = await asyncio.to_thread(ingest.stage_and_check, sources, unpacked)
     except UnsafeUpload as exc:
         raise ingest.UploadRefused(f"{exc.name}: {exc.reason}") from exc
-    await ingest.check_series_are_new(ctx.db, {i.series_uid for i in items})
+    await ingest.check_series_are_new(ctx.db, {i.values.series_uid for i in items})
     await ingest.check_instances_are_new(ctx.db, items)
-    placed = await asyncio.to_thread(ingest.file_into_storage, items, ctx.storage)
+    filed = await asyncio.to_thread(ingest.file_into_storage, items, ctx.storage)
     try:
         return await ingest.record_upload(
             ctx.db,
-            items,
-            placed,
+            filed,
             rule_id=rule_id,
             user=user.name,
             peer_ip=peer_ip,
@@ -85,9 +84,7 @@ async def store_upload(
             ),
         )
     except BaseException:
-        for path in placed.values():
-            with contextlib.suppress(OSError):
-                path.unlink()
+        ingest.unfile(filed)
         raise
 
 

@@ -1,0 +1,3 @@
+"""One intake for every way an instance comes in (C-STORE, upload): read and check its
+header (``header``), map it to the values PulmoGate indexes (``values``), file it under
+its instance path (``filing``) and write its series and instance rows (``rows``)."""

@@ -1,0 +1,136 @@
+"""What PulmoGate indexes of a stored instance: every value its series and instance rows
+hold, mapped from a checked header (``header.read_header``) in one place."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import Dataset
+from pydicom.multival import MultiValue
+
+from pulmogate.common.dicom.intake.header import CT_CLASSES, uid_text
+
+# Descriptive text values: the field of ``InstanceValues`` and the attribute it comes from.
+TEXT_FIELDS = {
+    "modality": "Modality",
+    "study_description": "StudyDescription",
+    "series_description": "SeriesDescription",
+    "patient_name": "PatientName",
+    "patient_id": "PatientID",
+    "study_date": "StudyDate",
+    "accession_number": "AccessionNumber",
+    "study_time": "StudyTime",
+    "study_id": "StudyID",
+    "patient_birth_date": "PatientBirthDate",
+    "patient_sex": "PatientSex",
+}
+
+
+@dataclass(frozen=True)
+class InstanceValues:
+    """The indexed values of one stored instance (patient fields go to the DB only)."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    path: str
+    size_bytes: int
+    modality: str = ""
+    study_description: str = ""
+    series_description: str = ""
+    patient_name: str = ""
+    patient_id: str = ""
+    study_date: str = ""
+    accession_number: str = ""
+    study_time: str = ""
+    study_id: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    series_number: int | None = None
+    instance_number: int | None = None
+    rows: int | None = None
+    columns: int | None = None
+    pixel_spacing: str = ""
+    slice_thickness: float | None = None
+
+
+def _raw_text(ds: Dataset, keyword: str) -> str:
+    """A value as text ("" when absent or undecodable); multiple values as stored, separated
+    by a backslash."""
+    try:
+        value = ds.get(keyword, "")
+    except Exception:  # a value pydicom cannot convert: nothing to index
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue):
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    """A descriptive value for the database, NUL removed (PostgreSQL text refuses it; the
+    stored file keeps the value as it came)."""
+    return _raw_text(ds, keyword).replace("\x00", "").strip()
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return None if value in (None, "") else int(value)
+    except Exception:  # absent from the index, not a reason to refuse the instance
+        return None
+
+
+def _float(ds: Dataset, keyword: str) -> float | None:
+    try:
+        value = ds.get(keyword)
+        return None if value in (None, "") else float(value)
+    except Exception:  # absent from the index, not a reason to refuse the instance
+        return None
+
+
+def _pixel_spacing(ds: Dataset) -> str:
+    try:
+        return "\\".join(str(v) for v in ds.get("PixelSpacing", []) or [])
+    except Exception:  # the loader refuses the series with the reason; here: unknown
+        return ""
+
+
+def _modality(ds: Dataset, sop_class_uid: str) -> str:
+    """Modality, or CT for a CT storage class when the header lacks it (type 1, but some
+    exports drop it; the loader derives it the same way)."""
+    modality = _text(ds, "Modality")
+    if not modality and sop_class_uid in CT_CLASSES:
+        return "CT"
+    return modality
+
+
+def fields_with_nul(ds: Dataset) -> list[str]:
+    """The descriptive fields whose value holds a NUL character (``instance_values`` drops it)."""
+    return [name for name, keyword in TEXT_FIELDS.items() if "\x00" in _raw_text(ds, keyword)]
+
+
+def instance_values(
+    ds: Dataset, *, sop_class_uid: str, transfer_syntax_uid: str, path: Path, size_bytes: int
+) -> InstanceValues:
+    """The indexed values of a checked header stored at ``path``."""
+    texts = {name: _text(ds, keyword) for name, keyword in TEXT_FIELDS.items()}
+    texts["modality"] = _modality(ds, sop_class_uid)
+    return InstanceValues(
+        study_uid=uid_text(ds, "StudyInstanceUID"),
+        series_uid=uid_text(ds, "SeriesInstanceUID"),
+        sop_instance_uid=uid_text(ds, "SOPInstanceUID"),
+        sop_class_uid=sop_class_uid,
+        transfer_syntax_uid=transfer_syntax_uid,
+        path=str(path),
+        size_bytes=size_bytes,
+        series_number=_int(ds, "SeriesNumber"),
+        instance_number=_int(ds, "InstanceNumber"),
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        pixel_spacing=_pixel_spacing(ds),
+        slice_thickness=_float(ds, "SliceThickness"),
+        **texts,
+    )
