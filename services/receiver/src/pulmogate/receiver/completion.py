@@ -40,7 +40,8 @@ from sqlalchemy import select, update
 
 from pulmogate.common.db.models import Series, SeriesStatus, utcnow
 from pulmogate.common.db.session import Database
-from pulmogate.common.events import SeriesArrived, SeriesResent
+from pulmogate.common.dicom.intake.announce import announce_arrival
+from pulmogate.common.events import SeriesResent
 from pulmogate.common.metrics import SERIES_COMPLETED
 from pulmogate.common.outbox import enqueue
 
@@ -154,22 +155,7 @@ async def _announce(db: Database, series_id: int, instance_count: int) -> bool:
         assert series is not None
         await session.refresh(series)
         again, series.resent_instances = series.resent_instances, 0
-        enqueue(
-            session,
-            SeriesArrived(
-                series_id=series.id,
-                study_uid=series.study_uid,
-                series_uid=series.series_uid,
-                calling_ae=series.calling_ae,
-                called_ae=series.called_ae,
-                peer_ip=series.peer_ip,
-                study_description=series.study_description,
-                series_description=series.series_description,
-                modality=series.modality,
-                instance_count=series.instance_count,
-                instances_received_again=again,
-            ),
-        )
+        announce_arrival(session, series, received_again=again)
         log.info(
             "series complete",
             series_id=series.id,

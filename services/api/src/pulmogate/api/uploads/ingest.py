@@ -24,11 +24,10 @@ from pulmogate.api.uploads.unpack import Budget, StagedFile, UnsafeUpload, stage
 from pulmogate.common.db.models import Instance, Job, Series, SeriesStatus, utcnow
 from pulmogate.common.db.operations import Upload
 from pulmogate.common.db.session import Database
+from pulmogate.common.dicom.intake.announce import announce_arrival
 from pulmogate.common.dicom.intake.header import CannotUnderstand, read_header, stored_classes
 from pulmogate.common.dicom.intake.rows import InstanceRows, Peer, StoredInstance
 from pulmogate.common.dicom.intake.values import InstanceValues, fields_with_nul, instance_values
-from pulmogate.common.events import SeriesArrived
-from pulmogate.common.outbox import enqueue
 from pulmogate.common.storage import Storage, move_durably
 
 log = structlog.get_logger("pulmogate.api")
@@ -222,21 +221,7 @@ async def _record_upload(
                     file_count=len(members),
                 )
             )
-            enqueue(
-                session,
-                SeriesArrived(
-                    series_id=series.id,
-                    study_uid=series.study_uid,
-                    series_uid=series_uid,
-                    calling_ae=series.calling_ae,
-                    called_ae=series.called_ae,
-                    peer_ip=series.peer_ip,
-                    study_description=series.study_description,
-                    series_description=series.series_description,
-                    modality=series.modality,
-                    instance_count=series.instance_count,
-                ),
-            )
+            announce_arrival(session, series)
             out.append(
                 UploadedSeries(
                     series_id=series.id,

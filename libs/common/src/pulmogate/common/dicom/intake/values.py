@@ -3,11 +3,14 @@ hold, mapped from a checked header (``header.read_header``) in one place."""
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pydicom import Dataset
 from pydicom.multival import MultiValue
 
 from pulmogate.common.dicom.intake.header import CT_CLASSES, uid_text
+
+N = TypeVar("N", int, float)
 
 # Descriptive text values: the field of ``InstanceValues`` and the attribute it comes from.
 TEXT_FIELDS = {
@@ -75,18 +78,10 @@ def _text(ds: Dataset, keyword: str) -> str:
     return _raw_text(ds, keyword).replace("\x00", "").strip()
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
+def _number(ds: Dataset, keyword: str, kind: type[N]) -> N | None:
     try:
         value = ds.get(keyword)
-        return None if value in (None, "") else int(value)
-    except Exception:  # absent from the index, not a reason to refuse the instance
-        return None
-
-
-def _float(ds: Dataset, keyword: str) -> float | None:
-    try:
-        value = ds.get(keyword)
-        return None if value in (None, "") else float(value)
+        return None if value in (None, "") else kind(value)
     except Exception:  # absent from the index, not a reason to refuse the instance
         return None
 
@@ -126,11 +121,11 @@ def instance_values(
         transfer_syntax_uid=transfer_syntax_uid,
         path=str(path),
         size_bytes=size_bytes,
-        series_number=_int(ds, "SeriesNumber"),
-        instance_number=_int(ds, "InstanceNumber"),
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
+        series_number=_number(ds, "SeriesNumber", int),
+        instance_number=_number(ds, "InstanceNumber", int),
+        rows=_number(ds, "Rows", int),
+        columns=_number(ds, "Columns", int),
         pixel_spacing=_pixel_spacing(ds),
-        slice_thickness=_float(ds, "SliceThickness"),
+        slice_thickness=_number(ds, "SliceThickness", float),
         **texts,
     )
