@@ -81,3 +81,8 @@ def too_few_slices(count: int, minimum: int) -> Refusal:
         RefusalCode.TOO_FEW_SLICES,
         f"{count} slices, at least {minimum} are needed",
     )
+
+
+def no_slices() -> Refusal:
+    """A series with no slice at all to read."""
+    return Refusal(RefusalCode.TOO_FEW_SLICES, "the series has no slices")

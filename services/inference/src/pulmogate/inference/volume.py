@@ -18,6 +18,7 @@ from pulmogate.common.dicom.quiet import keep_values_out_of_logs
 from pulmogate.common.refusals import (
     Refusal,
     RefusalCode,
+    no_slices,
     not_ct,
     not_ct_storage,
     slice_too_thick,
@@ -385,7 +386,7 @@ def _build_volume(
 ) -> Volume:
     """``load_volume`` without the translation of unexpected errors into refusals."""
     if not sources:
-        raise Refusal(RefusalCode.TOO_FEW_SLICES, "the series has no slices")
+        raise no_slices()
     datasets = [_read(source) for source in sources]
     owned = {id(ds) for ds, source in zip(datasets, sources, strict=True) if ds is not source}
     _check_ct(datasets)
