@@ -15,12 +15,12 @@ from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import select
 
 from pulmogate.common.db.models import Series, SeriesStatus
-from pulmogate.receiver import scp
-from pulmogate.receiver.scp import (
+from pulmogate.common.dicom.statuses import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_OUT_OF_RESOURCES,
     STATUS_SUCCESS,
 )
+from pulmogate.receiver import scp
 from pulmogate.tools.phantom import make_phantom, write_series
 from services.receiver.tests.helpers import (
     AE_TITLE,

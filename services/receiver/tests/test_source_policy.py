@@ -9,8 +9,8 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from sqlalchemy import func, select
 
 from pulmogate.common.db.models import Instance, RoutingRule
+from pulmogate.common.dicom.statuses import STATUS_OUT_OF_RESOURCES
 from pulmogate.receiver.policy import SourcePattern, brings_images, refusal
-from pulmogate.receiver.scp import STATUS_OUT_OF_RESOURCES
 from services.receiver.tests.helpers import (
     AE_TITLE,
     ReceiverFactory,

@@ -8,7 +8,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
-from pulmogate.receiver.scp import STATUS_SUCCESS
+from pulmogate.common.dicom.statuses import STATUS_SUCCESS
 from services.receiver.tests.helpers import AE_TITLE, ReceiverFactory, ct_slice
 
 

@@ -21,6 +21,7 @@ from pulmogate.common.db.accounts import ApiToken, Role, User
 from pulmogate.common.db.models import utcnow
 from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.scu import store
+from pulmogate.common.dicom.statuses import STATUS_SUCCESS
 from pulmogate.common.settings import Settings
 from pulmogate.tools.phantom import make_phantom, write_series
 
@@ -50,7 +51,7 @@ class DemoViewer:
     def _on_store(self, event: Any) -> int:
         with self._lock:
             self.received.append(event.dataset)
-        return 0x0000
+        return STATUS_SUCCESS
 
     def close(self) -> None:
         """Stop listening."""

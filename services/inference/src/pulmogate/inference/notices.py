@@ -10,7 +10,6 @@ job that has its notice already is only announced again.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,7 @@ from pulmogate.common.joblog import add_log
 from pulmogate.common.outbox import enqueue
 from pulmogate.common.runtime import Context
 from pulmogate.common.storage import atomic_write, dataset_bytes
+from pulmogate.inference.stored import StoredObject
 
 if TYPE_CHECKING:
     from pulmogate.inference.outputs.notice import NoticeFacts
@@ -38,18 +38,7 @@ log = structlog.get_logger("pulmogate.inference")
 SERVICE = "inference"
 
 
-@dataclass(frozen=True)
-class StoredNotice:
-    """One notice object written to storage."""
-
-    kind: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    series_uid: str
-    path: Path
-
-
-def _build(ctx: Context, job_id: int, paths: list[Path], facts: NoticeFacts) -> list[StoredNotice]:
+def _build(ctx: Context, job_id: int, paths: list[Path], facts: NoticeFacts) -> list[StoredObject]:
     """Read the series' headers, build the notice and write its objects (worker thread)."""
     from pulmogate.inference.outputs.notice import build_notice, notice_source
 
@@ -61,15 +50,7 @@ def _build(ctx: Context, job_id: int, paths: list[Path], facts: NoticeFacts) -> 
         ds = obj.dataset
         path = ctx.storage.result_path(job_id, obj.kind, str(ds.SOPInstanceUID))
         atomic_write(path, dataset_bytes(ds))
-        stored.append(
-            StoredNotice(
-                obj.kind,
-                str(ds.SOPInstanceUID),
-                str(ds.SOPClassUID),
-                str(ds.SeriesInstanceUID),
-                path,
-            )
-        )
+        stored.append(StoredObject.of(obj.kind, ds, path))
     return stored
 
 
@@ -127,17 +108,7 @@ async def make_notice(ctx: Context, job_id: int) -> None:
                 level="warning",
             )
             return
-        for out in stored:
-            session.add(
-                OutputObject(
-                    job_id=job_id,
-                    kind=out.kind,
-                    sop_instance_uid=out.sop_instance_uid,
-                    sop_class_uid=out.sop_class_uid,
-                    series_uid=out.series_uid,
-                    path=str(out.path),
-                )
-            )
+        session.add_all(out.row(job_id) for out in stored)
         add_log(
             session,
             job_id,

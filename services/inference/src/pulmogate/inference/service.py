@@ -6,7 +6,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import delete, select, update
@@ -24,8 +24,14 @@ from pulmogate.common.db.models import (
 )
 from pulmogate.common.dicom.encoding import ImageEncoding, ordered, stored_forms
 from pulmogate.common.events import AnalysisFinished, AnalysisRequested, Event, NoticeRequested
-from pulmogate.common.job_states import analysis_gone, mark_final
 from pulmogate.common.joblog import add_log
+from pulmogate.common.lifecycle import (
+    Verdict,
+    analysis_gone,
+    end_analysis,
+    record_analysis,
+    start_analysis,
+)
 from pulmogate.common.metrics import ANALYSIS_SECONDS
 from pulmogate.common.outbox import enqueue
 from pulmogate.common.refusals import Refusal, RefusalCode
@@ -33,6 +39,7 @@ from pulmogate.common.runtime import Context
 from pulmogate.common.storage import atomic_write, dataset_bytes
 from pulmogate.common.workers import BEAT_EVERY_S, this_worker
 from pulmogate.inference.notices import make_notice
+from pulmogate.inference.stored import StoredObject
 
 if TYPE_CHECKING:
     from pulmogate.inference.segment.base import Segmenter
@@ -81,28 +88,11 @@ def analysis_error(job_id: int, step: str) -> Refusal:
 
 
 @dataclass
-class StoredOutput:
-    """An output object written to storage."""
-
-    kind: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    series_uid: str
-    path: Path
-
-
-@dataclass
 class AnalysisResult:
     """What one analysis produced, ready to be recorded."""
 
-    prediction: str
-    grade: int
-    percent: float
-    figures: dict[str, Any]
-    timings: dict[str, float]
-    model_name: str
-    model_version: str
-    outputs: list[StoredOutput]
+    verdict: Verdict
+    outputs: list[StoredObject]
 
 
 class InferenceService:
@@ -187,10 +177,7 @@ class InferenceService:
                     "analysing again",
                     level="warning",
                 )
-            job.status = JobStatus.ANALYSING
-            job.worker = me
-            job.analysis_started_at = job.worker_seen_at = utcnow()
-            job.attempts += 1
+            start_analysis(job, me)
             paths = [
                 Path(p)
                 for p in await session.scalars(
@@ -315,7 +302,7 @@ class InferenceService:
         # A picture is stored once per image encoding of the job's destinations (the first
         # is its primary file), so no delivery, resend or C-MOVE encodes it again.
         timings["render"] = timings["encode"] = 0.0
-        stored: list[StoredOutput] = []
+        stored: list[StoredObject] = []
         t = time.perf_counter()
         for obj in iter_outputs(volume, analysis, language=settings.language):
             built = time.perf_counter()
@@ -332,15 +319,7 @@ class InferenceService:
                 atomic_write(target, dataset_bytes(form))
             t = time.perf_counter()
             timings["encode"] += t - built
-            stored.append(
-                StoredOutput(
-                    obj.kind,
-                    str(ds.SOPInstanceUID),
-                    str(ds.SOPClassUID),
-                    str(ds.SeriesInstanceUID),
-                    path,
-                )
-            )
+            stored.append(StoredObject.of(obj.kind, ds, path))
         figures = {
             side: {
                 "lung_ml": round(f.lung_ml, 1),
@@ -354,7 +333,7 @@ class InferenceService:
                 ("total", analysis.total),
             )
         }
-        return AnalysisResult(
+        verdict = Verdict(
             prediction=analysis.prediction(settings.language),
             grade=analysis.grade,
             percent=round(analysis.total.percent, 2),
@@ -362,8 +341,8 @@ class InferenceService:
             timings={k: round(v, 3) for k, v in timings.items()},
             model_name=analysis.model_name,
             model_version=analysis.model_version,
-            outputs=stored,
         )
+        return AnalysisResult(verdict=verdict, outputs=stored)
 
     def _still_mine(self, job: Job | None, me: str, paths: list[Path]) -> bool:
         """The job is still this process's analysis; when it was deleted meanwhile, the
@@ -396,12 +375,12 @@ class InferenceService:
             assert job is not None
             fresh = {o.sop_instance_uid for o in result.outputs}
             earlier = {
-                o.sop_instance_uid: o.path
+                o.sop_instance_uid: o
                 for o in await session.scalars(
                     select(OutputObject).where(OutputObject.job_id == job_id)
                 )
             }
-            replaced = [Path(path) for uid, path in earlier.items() if uid not in fresh]
+            replaced = [Path(o.path) for uid, o in earlier.items() if uid not in fresh]
             if replaced:
                 await session.execute(
                     delete(OutputObject).where(
@@ -410,41 +389,28 @@ class InferenceService:
                     )
                 )
             for out in result.outputs:
-                if out.sop_instance_uid not in earlier:
-                    session.add(
-                        OutputObject(
-                            job_id=job_id,
-                            kind=out.kind,
-                            sop_instance_uid=out.sop_instance_uid,
-                            sop_class_uid=out.sop_class_uid,
-                            series_uid=out.series_uid,
-                            path=str(out.path),
-                        )
-                    )
-            job.status = JobStatus.ANALYSED
-            job.worker = None
-            job.prediction = result.prediction
-            job.grade = result.grade
-            job.percent = result.percent
-            job.figures = result.figures
-            job.timings = result.timings
-            job.model_name = result.model_name
-            job.model_version = result.model_version
-            job.analysis_finished_at = utcnow()
+                row = earlier.get(out.sop_instance_uid)
+                if row is None:
+                    session.add(out.row(job_id))
+                elif row.modality is None:  # recorded by a version that did not keep them
+                    for column, value in out.attributes.columns().items():
+                        setattr(row, column, value)
+            record_analysis(job, result.verdict)
             for note in notes:  # attribute names, never values
                 add_log(session, job_id, SERVICE, note, level="warning")
             kinds = sorted({o.kind for o in result.outputs})
+            verdict = result.verdict
             add_log(
                 session,
                 job_id,
                 SERVICE,
-                f"analysis finished in {sum(result.timings.values()):.1f} s: {result.prediction}; "
-                f"{len(result.outputs)} objects ({', '.join(kinds)})",
+                f"analysis finished in {sum(verdict.timings.values()):.1f} s: "
+                f"{verdict.prediction}; {len(result.outputs)} objects ({', '.join(kinds)})",
             )
             enqueue(session, AnalysisFinished(job_id=job_id, status=JobStatus.ANALYSED))
         for path in replaced:
             ctx.storage.remove(path)
-        log.info("job analysed", job_id=job_id, grade=result.grade)
+        log.info("job analysed", job_id=job_id, grade=result.verdict.grade)
 
     async def _finish_refused(
         self, job_id: int, me: str, refusal: Refusal, notes: list[str]
@@ -467,8 +433,7 @@ class InferenceService:
             if not self._still_mine(job, me, []):
                 return
             assert job is not None
-            mark_final(job, status, code=code, reason=reason)
-            job.analysis_finished_at = utcnow()
+            end_analysis(job, status, code=code, reason=reason)
             for note in notes:  # attribute names, never values
                 add_log(session, job_id, SERVICE, note, level="warning")
             add_log(session, job_id, SERVICE, reason, level="error")

@@ -15,7 +15,15 @@ from pydicom.uid import CTImageStorage
 from pydicom.valuerep import DSfloat
 
 from pulmogate.common.dicom.quiet import keep_values_out_of_logs
-from pulmogate.common.refusals import Refusal, RefusalCode
+from pulmogate.common.refusals import (
+    Refusal,
+    RefusalCode,
+    no_slices,
+    not_ct,
+    not_ct_storage,
+    slice_too_thick,
+    too_few_slices,
+)
 from pulmogate.common.uids import derive_uid, is_valid_uid
 from pulmogate.inference import header as attr
 from pulmogate.inference.header import checked, label, meta_text
@@ -141,9 +149,9 @@ def _check_ct(datasets: Sequence[pydicom.Dataset]) -> None:
         modality = checked(attr.text, ds, "Modality")
         sop_class = _sop_class(ds) or ""
         if modality is not None and modality != "CT":
-            raise Refusal(RefusalCode.NOT_CT, f"modality is {modality}, not CT")
+            raise not_ct(modality)
         if modality is None and sop_class and sop_class not in CT_IMAGE_STORAGE_CLASSES:
-            raise Refusal(RefusalCode.NOT_CT, f"SOP class {sop_class} is not CT Image Storage")
+            raise not_ct_storage(sop_class)
         if "PixelData" not in ds:
             raise Refusal(RefusalCode.MISSING_PIXEL_DATA, f"slice {label(ds)} has no pixel data")
         frames = checked(attr.integer, ds, "NumberOfFrames") or 1
@@ -378,7 +386,7 @@ def _build_volume(
 ) -> Volume:
     """``load_volume`` without the translation of unexpected errors into refusals."""
     if not sources:
-        raise Refusal(RefusalCode.TOO_FEW_SLICES, "the series has no slices")
+        raise no_slices()
     datasets = [_read(source) for source in sources]
     owned = {id(ds) for ds, source in zip(datasets, sources, strict=True) if ds is not source}
     _check_ct(datasets)
@@ -451,10 +459,7 @@ def _build_volume(
     thickness = declared if declared is not None else median_step
     if thickness > max_slice_thickness_mm + 1e-6:
         source = "slice thickness" if declared is not None else "slice spacing"
-        raise Refusal(
-            RefusalCode.SLICE_TOO_THICK,
-            f"{source} {thickness:.1f} mm exceeds the {max_slice_thickness_mm:g} mm limit",
-        )
+        raise slice_too_thick(thickness, max_slice_thickness_mm, measure=source)
     if not steps.size:  # one slice: its thickness is the only z extent there is
         if declared is None:
             raise Refusal(
@@ -463,15 +468,9 @@ def _build_volume(
             )
         median_step = thickness
     if median_step > max_slice_thickness_mm + 1e-6:
-        raise Refusal(
-            RefusalCode.SLICE_TOO_THICK,
-            f"slice spacing {median_step:.1f} mm exceeds the {max_slice_thickness_mm:g} mm limit",
-        )
+        raise slice_too_thick(median_step, max_slice_thickness_mm, measure="slice spacing")
     if len(datasets) < min_slices:
-        raise Refusal(
-            RefusalCode.TOO_FEW_SLICES,
-            f"{len(datasets)} slices, at least {min_slices} are needed to cover the chest",
-        )
+        raise too_few_slices(len(datasets), min_slices)
     voxels = len(datasets) * rows * cols
     if voxels > max_voxels:
         raise Refusal(

@@ -1,12 +1,12 @@
-"""The series attributes of result objects, read once from their headers into the DB.
+"""The query attributes of result objects written before inference recorded them.
 
-Inference records a result's kind, UIDs and path; a query also needs its Modality,
-SeriesNumber, SeriesDescription and InstanceNumber. The receiver reads them from each new
-file's header once (``modality`` NULL: not read yet; empty: file unreadable, not offered).
+Inference records a result's Modality, SeriesNumber, SeriesDescription and InstanceNumber
+in its row when it writes the file (``pulmogate.common.dicom.output_attributes``), and
+queries answer from the rows. A row from an older version has ``modality`` NULL: the
+receiver reads that file's header once (empty ``modality``: unreadable, not offered).
 """
 
 import asyncio
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -15,54 +15,30 @@ from sqlalchemy import select, update
 
 from pulmogate.common.db.models import Job, OutputObject
 from pulmogate.common.db.session import Database
+from pulmogate.common.dicom.output_attributes import TAGS, OutputAttributes, output_attributes
 
 log = structlog.get_logger("pulmogate.receiver")
 
 BATCH = 500
 
 
-@dataclass(frozen=True)
-class OutputHeader:
-    """What a query returns of a result object."""
-
-    modality: str
-    series_number: int | None
-    series_description: str
-    instance_number: int | None
-
-
-def _int(value: object) -> int | None:
-    try:
-        return None if value in (None, "") else int(str(value))
-    except ValueError:
-        return None
-
-
-def read_output_header(path: str) -> OutputHeader | None:
+def read_output_header(path: str) -> OutputAttributes | None:
     """The query attributes of one result file; None when it cannot be read."""
     try:
-        ds = dcmread(
-            Path(path),
-            stop_before_pixels=True,
-            specific_tags=["Modality", "SeriesNumber", "SeriesDescription", "InstanceNumber"],
-        )
+        ds = dcmread(Path(path), stop_before_pixels=True, specific_tags=list(TAGS))
     except Exception:
         return None
-    return OutputHeader(
-        modality=str(ds.get("Modality", "") or "")[:16] or "OT",
-        series_number=_int(ds.get("SeriesNumber")),
-        series_description=str(ds.get("SeriesDescription", "") or "")[:64],
-        instance_number=_int(ds.get("InstanceNumber")),
-    )
+    return output_attributes(ds)
 
 
-def read_output_headers(paths: list[str]) -> list[OutputHeader | None]:
+def read_output_headers(paths: list[str]) -> list[OutputAttributes | None]:
     """``read_output_header`` of each path (in a worker thread)."""
     return [read_output_header(path) for path in paths]
 
 
 async def index_outputs(db: Database) -> int:
-    """Read the headers of result objects not indexed yet; returns how many were read."""
+    """Read the headers of result objects whose rows lack them; returns how many were read
+    (none once every row was written by a version that records them)."""
     done = 0
     while True:
         async with db.session() as session:
@@ -81,16 +57,7 @@ async def index_outputs(db: Database) -> int:
             for (output_id, _), header in zip(pending, headers, strict=True):
                 if header is None:
                     log.warning("result object unreadable, not offered to queries", id=output_id)
-                values = (
-                    {"modality": ""}
-                    if header is None
-                    else {
-                        "modality": header.modality,
-                        "series_number": header.series_number,
-                        "series_description": header.series_description,
-                        "instance_number": header.instance_number,
-                    }
-                )
+                values = {"modality": ""} if header is None else header.columns()
                 await session.execute(
                     update(OutputObject).where(OutputObject.id == output_id).values(**values)
                 )

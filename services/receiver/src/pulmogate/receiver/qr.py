@@ -30,10 +30,15 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.scu import send_at_once
+from pulmogate.common.dicom.statuses import (
+    STATUS_CANCEL,
+    STATUS_NOT_AUTHORIZED,
+    STATUS_PENDING,
+    STATUS_UNABLE_TO_PROCESS,
+)
 from pulmogate.common.dicom.syntaxes import ACCEPTED_STORAGE_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
 from pulmogate.receiver.output_index import index_outputs
 from pulmogate.receiver.query import (
-    STATUS_UNABLE_TO_PROCESS,
     HeldInstance,
     Model,
     Query,
@@ -44,8 +49,6 @@ from pulmogate.receiver.query import (
     response,
 )
 from pulmogate.receiver.retrieve import (
-    STATUS_CANCEL,
-    STATUS_PENDING,
     find_move_destination,
     move_contexts,
     sub_operations,
@@ -56,8 +59,6 @@ log = structlog.get_logger("pulmogate.receiver")
 T = TypeVar("T")
 
 DB_WAIT_S = 120.0
-STATUS_SUCCESS = 0x0000
-STATUS_NOT_AUTHORISED = 0x0124
 
 MODELS: dict[str, Model] = {
     PatientRootQueryRetrieveInformationModelFind: Model.PATIENT_ROOT,
@@ -178,7 +179,7 @@ class QueryRetrieveSCP:
             calling_ae=self._calling(event),
             peer_ip=str(event.assoc.requestor.address),
         )
-        return failure(STATUS_NOT_AUTHORISED, "sender not named by any enabled rule")
+        return failure(STATUS_NOT_AUTHORIZED, "sender not named by any enabled rule")
 
     def on_find(self, event: DicomEvent) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         """C-FIND: one pending response per match, cancel honoured between them."""

@@ -29,6 +29,7 @@ from sqlalchemy.sql import Subquery
 
 from pulmogate.common.db.models import Instance, Job, OutputObject, Series
 from pulmogate.common.db.session import Database
+from pulmogate.common.dicom.statuses import STATUS_IDENTIFIER_MISMATCH
 from pulmogate.common.text_search import fold
 
 
@@ -55,10 +56,6 @@ class QueryRefused(ValueError):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
-
-
-STATUS_IDENTIFIER_MISMATCH = 0xA900
-STATUS_UNABLE_TO_PROCESS = 0xC000
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,11 @@ from sqlalchemy import select
 
 from pulmogate.common.db.models import Destination
 from pulmogate.common.db.session import Database
+from pulmogate.common.dicom.statuses import STATUS_CANCEL, STATUS_PENDING
 from pulmogate.receiver.query import HeldInstance
 
 log = structlog.get_logger("pulmogate.receiver")
 
-STATUS_PENDING = 0xFF00
-STATUS_CANCEL = 0xFE00
 MAX_CONTEXTS = 128
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 

@@ -30,6 +30,13 @@ from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.intake.header import CannotUnderstand, read_header, uid_text
 from pulmogate.common.dicom.intake.rows import Peer
 from pulmogate.common.dicom.intake.values import instance_values
+from pulmogate.common.dicom.statuses import (
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_NOT_AUTHORIZED,
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_PROCESSING_FAILURE,
+    STATUS_SUCCESS,
+)
 from pulmogate.common.dicom.syntaxes import ACCEPTED_STORAGE_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
 from pulmogate.common.disk import watermark_refusal
 from pulmogate.common.metrics import DICOM_REFUSED, INSTANCES_DISCARDED, INSTANCES_RECEIVED
@@ -61,11 +68,6 @@ log = structlog.get_logger("pulmogate.receiver")
 
 T = TypeVar("T")
 
-STATUS_SUCCESS = 0x0000
-STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_CANNOT_UNDERSTAND = 0xC210
-STATUS_PROCESSING_FAILURE = 0x0110
-STATUS_NOT_AUTHORIZED = 0x0124
 REJECT_PERMANENT, REJECT_SOURCE_USER, REJECT_CALLING_AE = 0x01, 0x01, 0x03
 REJECT_TRANSIENT, REJECT_SOURCE_PROVIDER, REJECT_LOCAL_LIMIT = 0x02, 0x03, 0x02
 

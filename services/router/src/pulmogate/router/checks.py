@@ -4,7 +4,14 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
-from pulmogate.common.refusals import Refusal, RefusalCode
+from pulmogate.common.refusals import (
+    Refusal,
+    RefusalCode,
+    mixed_modalities,
+    not_ct,
+    slice_too_thick,
+    too_few_slices,
+)
 
 
 class InstanceLike(Protocol):
@@ -26,11 +33,6 @@ def _spacing(value: str) -> str:
         return value.strip()
 
 
-def _mm(value: float) -> str:
-    """Millimetres as radiologists write them: 5.0, 2.5, 0.625."""
-    return f"{value:.1f}" if round(value, 1) == value else f"{value:g}"
-
-
 def _describe(counts: Counter[str]) -> str:
     return ", ".join(f"{value} ({n})" for value, n in counts.most_common())
 
@@ -42,8 +44,8 @@ def check_modality(instances: Sequence[InstanceLike]) -> Refusal | None:
     if not other:
         return None
     if len(modalities) == 1:
-        return Refusal(RefusalCode.NOT_CT, f"modality {other[0]} is not CT")
-    return Refusal(RefusalCode.NOT_CT, f"series mixes modalities {_describe(modalities)}; not CT")
+        return not_ct(other[0])
+    return mixed_modalities(_describe(modalities))
 
 
 def check_slice_thickness(instances: Sequence[InstanceLike], max_mm: float) -> Refusal | None:
@@ -53,20 +55,14 @@ def check_slice_thickness(instances: Sequence[InstanceLike], max_mm: float) -> R
         return None
     thickest = max(known)
     if thickest > max_mm + 1e-6:
-        return Refusal(
-            RefusalCode.SLICE_TOO_THICK,
-            f"slice thickness {_mm(thickest)} mm exceeds the {_mm(max_mm)} mm limit",
-        )
+        return slice_too_thick(thickest, max_mm)
     return None
 
 
 def check_slice_count(instances: Sequence[InstanceLike], min_slices: int) -> Refusal | None:
     """Enough slices to cover the chest."""
     if len(instances) < min_slices:
-        return Refusal(
-            RefusalCode.TOO_FEW_SLICES,
-            f"{len(instances)} slices, at least {min_slices} are needed",
-        )
+        return too_few_slices(len(instances), min_slices)
     return None
 
 

@@ -24,13 +24,12 @@ from pulmogate.common.db.models import (
     Job,
     JobStatus,
     OutputObject,
-    RoutingRule,
     Series,
     SeriesStatus,
 )
-from pulmogate.common.events import AnalysisRequested, DeliveryRequested
-from pulmogate.common.job_states import REOPENABLE, analysis_gone, mark_final, reopen
+from pulmogate.common.events import AnalysisRequested
 from pulmogate.common.joblog import add_log
+from pulmogate.common.lifecycle import REOPENABLE, analysis_gone, mark_final, queue, reopen
 from pulmogate.common.outbox import enqueue
 from pulmogate.common.refusals import Refusal, RefusalCode
 from pulmogate.common.settings import Settings
@@ -115,7 +114,7 @@ async def decide(session: AsyncSession, job: Job, series: Series, settings: Sett
         log.info("series rejected", series_id=series.id, job_id=job.id, code=str(refusal.code))
         await request_notice(session, job)
         return
-    job.status = JobStatus.QUEUED
+    queue(job)
     add_log(
         session,
         job.id,
@@ -247,45 +246,3 @@ async def reconsider(
         intro=f"{grew}: checked and analysed again",
     )
     return "reopened"
-
-
-async def plan_deliveries(session: AsyncSession, job: Job) -> list[Delivery]:
-    """For an ANALYSED job: one PENDING delivery per enabled destination of its rule.
-
-    A destination that already has a delivery (from the results of a previous analysis)
-    gets it back to PENDING at attempt 0. Each is announced with DeliveryRequested and the
-    job moves to DELIVERING; without destinations the job is DONE. Jobs in any other
-    state are left alone.
-    """
-    if job.status != JobStatus.ANALYSED:
-        return []
-    rule = await session.get(RoutingRule, job.rule_id) if job.rule_id is not None else None
-    destinations = [d for d in (rule.destinations if rule else []) if d.enabled]
-    if not destinations:
-        mark_final(job, JobStatus.DONE)
-        note = "no destinations configured" + ("" if rule else " (the rule was deleted)")
-        add_log(session, job.id, SERVICE, f"{note}; job done")
-        return []
-    existing = {
-        d.destination_id: d
-        for d in await session.scalars(select(Delivery).where(Delivery.job_id == job.id))
-    }
-    planned: list[Delivery] = []
-    for destination in destinations:
-        delivery = existing.get(destination.id)
-        if delivery is None:
-            delivery = Delivery(job_id=job.id, destination_id=destination.id)
-            session.add(delivery)
-        delivery.status = DeliveryStatus.PENDING
-        delivery.attempts = 0
-        delivery.last_error = None
-        delivery.next_attempt_at = None
-        delivery.delivered_at = None
-        planned.append(delivery)
-    await session.flush()
-    for delivery in planned:
-        enqueue(session, DeliveryRequested(delivery_id=delivery.id))
-    job.status = JobStatus.DELIVERING
-    names = ", ".join(f"{d.name} ({d.ae_title}@{d.host}:{d.port})" for d in destinations)
-    add_log(session, job.id, SERVICE, f"delivering results to {names}")
-    return planned

@@ -23,6 +23,7 @@ from pulmogate.common.db.models import (
 )
 from pulmogate.common.events import DeliveryRequested, NoticeRequested
 from pulmogate.common.joblog import add_log
+from pulmogate.common.lifecycle import new_delivery, restart_delivery
 from pulmogate.common.outbox import enqueue
 
 log = structlog.get_logger("pulmogate.router")
@@ -59,7 +60,7 @@ async def request_notice(session: AsyncSession, job: Job) -> bool:
     # Deliveries left from an earlier round of a re-opened job carry the notice this time.
     for delivery in await session.scalars(select(Delivery).where(Delivery.job_id == job.id)):
         if delivery.status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
-            _restart(delivery)
+            restart_delivery(delivery)
     enqueue(session, NoticeRequested(job_id=job.id))
     add_log(session, job.id, SERVICE, "failure notice requested for the rule's destinations")
     log.info("failure notice requested", job_id=job.id)
@@ -77,11 +78,7 @@ async def plan_notice_deliveries(session: AsyncSession, job: Job) -> list[Delive
         d.destination_id: d
         for d in await session.scalars(select(Delivery).where(Delivery.job_id == job.id))
     }
-    created = [
-        Delivery(job_id=job.id, destination_id=d.id, status=DeliveryStatus.PENDING)
-        for d in destinations
-        if d.id not in existing
-    ]
+    created = [new_delivery(job.id, d.id) for d in destinations if d.id not in existing]
     # Restarted when the notice was requested (a re-opened job), not yet attempted.
     waiting = [
         d
@@ -98,15 +95,6 @@ async def plan_notice_deliveries(session: AsyncSession, job: Job) -> list[Delive
     names = ", ".join(f"{d.name} ({d.ae_title}@{d.host}:{d.port})" for d in destinations)
     add_log(session, job.id, SERVICE, f"sending the failure notice to {names}")
     return planned
-
-
-def _restart(delivery: Delivery) -> None:
-    """Back to PENDING at attempt 0, as ``plan_deliveries`` does for new results."""
-    delivery.status = DeliveryStatus.PENDING
-    delivery.attempts = 0
-    delivery.last_error = None
-    delivery.next_attempt_at = None
-    delivery.delivered_at = None
 
 
 async def follow_up(session: AsyncSession, job: Job) -> None:

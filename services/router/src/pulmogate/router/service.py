@@ -32,8 +32,8 @@ from pulmogate.common.events import (
     SeriesArrived,
     SeriesResent,
 )
-from pulmogate.common.job_states import REOPENABLE, analysis_gone
 from pulmogate.common.joblog import add_log
+from pulmogate.common.lifecycle import REOPENABLE, analysis_gone, deliver_results, queue
 from pulmogate.common.outbox import enqueue
 from pulmogate.common.runtime import Context
 from pulmogate.router.janitor import run_janitor
@@ -41,7 +41,6 @@ from pulmogate.router.jobs import (
     SERVICE,
     can_reopen_now,
     job_of_series,
-    plan_deliveries,
     reconsider,
     reopen_job,
     route_series,
@@ -223,7 +222,7 @@ class RouterService:
             if job.status != JobStatus.ANALYSED:
                 log.info("nothing to deliver", job_id=job_id, status=job.status)
                 return
-            await plan_deliveries(session, job)
+            await deliver_results(session, job, SERVICE)
 
     async def reconcile(self, *, requeue_after_s: float, orphaned: bool = False) -> None:
         """Pick up work a lost message or a crash left behind (docs/reliability.md).
@@ -342,8 +341,7 @@ class RouterService:
                 f"analysis interrupted: the process analysing it{who} is gone; queued again",
                 level="warning",
             )
-            job.status = JobStatus.QUEUED
-            job.worker = None
+            queue(job)
             enqueue(session, AnalysisRequested(job_id=job.id))
         log.info("interrupted analysis queued again", job_id=job_id)
         return 1

@@ -15,14 +15,22 @@ from pulmogate.common.db.models import (
     DeliveryStatus,
     Destination,
     Job,
-    JobStatus,
     OutputObject,
     utcnow,
 )
 from pulmogate.common.dicom.encoding import ImageEncoding
 from pulmogate.common.events import DeliveryRequested, Event
-from pulmogate.common.job_states import mark_final, may_send
 from pulmogate.common.joblog import add_log
+from pulmogate.common.lifecycle import (
+    FINAL_DELIVERY_STATUSES,
+    delivered,
+    finish_when_delivered,
+    give_up,
+    may_send,
+    retry_later,
+    send_again,
+    start_sending,
+)
 from pulmogate.common.metrics import DELIVERIES
 from pulmogate.common.outbox import enqueue
 from pulmogate.common.runtime import Context
@@ -34,7 +42,7 @@ log = structlog.get_logger("pulmogate.sender")
 QUEUE = "pulmogate.sender"
 SERVICE = "sender"
 PREFETCH = 4
-FINAL = frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.FAILED})
+FINAL = FINAL_DELIVERY_STATUSES
 STALE_SENDING_S = 300.0
 RECONCILE_EVERY_S = 60.0
 STOP_WAIT_S = 10.0
@@ -168,10 +176,7 @@ class SenderService:
                 )
                 await self._fail(session, delivery, peer, reason)
                 return
-            delivery.status = DeliveryStatus.SENDING
-            delivery.attempts += 1
-            delivery.next_attempt_at = None
-            attempt = delivery.attempts
+            attempt = start_sending(delivery)
         log.info("sending", id=delivery_id, objects=len(results), peer=str(peer), attempt=attempt)
         outcome = await dispatch(
             results,
@@ -204,9 +209,7 @@ class SenderService:
             for line, level in encoding_notes(peer, outcome):
                 add_log(session, job_id, SERVICE, line, level=level)
             if outcome.ok:
-                delivery.status = DeliveryStatus.DELIVERED
-                delivery.delivered_at = utcnow()
-                delivery.last_error = None
+                delivered(delivery)
                 add_log(
                     session,
                     job_id,
@@ -221,9 +224,7 @@ class SenderService:
                     settings.delivery_backoff_initial_s,
                     settings.delivery_backoff_max_s,
                 )
-                delivery.status = DeliveryStatus.RETRYING
-                delivery.last_error = outcome.error
-                delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
+                retry_later(delivery, outcome.error, delay)
                 add_log(
                     session,
                     job_id,
@@ -245,9 +246,7 @@ class SenderService:
         self, session: AsyncSession, delivery: Delivery, peer: Peer, reason: str
     ) -> None:
         """Give up on a delivery, with the reason, and finish the job if it was the last one."""
-        delivery.status = DeliveryStatus.FAILED
-        delivery.last_error = reason
-        delivery.next_attempt_at = None
+        give_up(delivery, reason)
         add_log(
             session,
             delivery.job_id,
@@ -260,36 +259,12 @@ class SenderService:
         await self._finish_job(session, delivery.job_id)
 
     async def _finish_job(self, session: AsyncSession, job_id: int) -> None:
-        """DONE when every delivery is DELIVERED, FAILED when any failed; only once all are final.
-
-        The caller holds the job row lock (Postgres), so two deliveries finishing at once
-        cannot both see the other one still open.
-        """
+        """Finish the job once all its deliveries are final (``finish_when_delivered``)."""
         assert self.ctx is not None
         await session.flush()
         job = await session.get(Job, job_id, with_for_update=self.ctx.db.lock(Job))
-        if job is None or job.status != JobStatus.DELIVERING:
-            return
-        rows = (
-            await session.execute(
-                select(Delivery.status, Destination.name, Delivery.last_error)
-                .join(Destination, Destination.id == Delivery.destination_id)
-                .where(Delivery.job_id == job_id)
-                .order_by(Delivery.id)
-            )
-        ).all()
-        if any(status not in FINAL for status, _, _ in rows):
-            return
-        failed = [(name, error) for status, name, error in rows if status == DeliveryStatus.FAILED]
-        # mark_final: a job final before (a resend) keeps its finished_at and is not counted.
-        if failed:
-            reason = "; ".join(f"delivery to {name} failed: {error}" for name, error in failed)
-            mark_final(job, JobStatus.FAILED, reason=reason)
-            add_log(session, job_id, SERVICE, reason, level="error")
-        else:
-            job.reason = job.reason_code = None
-            mark_final(job, JobStatus.DONE)
-            add_log(session, job_id, SERVICE, f"delivered to all {len(rows)} destination(s)")
+        if job is not None:
+            await finish_when_delivered(session, job, SERVICE)
 
     async def reconcile(self, *, sending_older_than_s: float) -> None:
         """Re-announce deliveries left in SENDING (a crash mid-association); outputs' UIDs are
@@ -307,7 +282,7 @@ class SenderService:
             for delivery in stuck:
                 if delivery.id in self._sending:
                     continue
-                delivery.status = DeliveryStatus.PENDING
+                send_again(delivery)
                 add_log(
                     session,
                     delivery.job_id,

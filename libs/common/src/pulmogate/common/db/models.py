@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -44,6 +44,29 @@ class TZDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class StatusColumn(TypeDecorator[E]):
+    """A status column: stored as its enum's plain string (VARCHAR, the values unchanged),
+    read back as the enum member."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        """A member or its string (a filter may name a status that does not exist)."""
+        return None if value is None else str(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        """The member the stored string names."""
+        return None if value is None else self.enum(value)
 
 
 class SeriesStatus(StrEnum):
@@ -117,7 +140,9 @@ class Series(Base):
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     called_ae: Mapped[str] = mapped_column(String(16), default="")
     peer_ip: Mapped[str] = mapped_column(String(45), default="")
-    status: Mapped[str] = mapped_column(String(16), default=SeriesStatus.RECEIVING, index=True)
+    status: Mapped[SeriesStatus] = mapped_column(
+        StatusColumn(SeriesStatus, 16), default=SeriesStatus.RECEIVING, index=True
+    )
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
     open_associations: Mapped[int] = mapped_column(Integer, default=0)
     first_received_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
@@ -217,7 +242,9 @@ class Job(Base):
     rule_id: Mapped[int | None] = mapped_column(
         ForeignKey("routing_rules.id", ondelete="SET NULL"), nullable=True
     )
-    status: Mapped[str] = mapped_column(String(20), default=JobStatus.QUEUED, index=True)
+    status: Mapped[JobStatus] = mapped_column(
+        StatusColumn(JobStatus, 20), default=JobStatus.QUEUED, index=True
+    )
     reason_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     prediction: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -271,7 +298,8 @@ class OutputObject(Base):
     sop_class_uid: Mapped[str] = mapped_column(String(64))
     series_uid: Mapped[str] = mapped_column(String(64), index=True)
     path: Mapped[str] = mapped_column(Text)
-    # Read from the file's header once by the receiver's query index (NULL: not yet read).
+    # Recorded by inference as it writes the file (pulmogate.common.dicom.output_attributes);
+    # NULL on rows of older versions: the receiver reads those files' headers once.
     modality: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
     series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     series_description: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -286,7 +314,9 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING, index=True)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        StatusColumn(DeliveryStatus, 16), default=DeliveryStatus.PENDING, index=True
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     next_attempt_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)

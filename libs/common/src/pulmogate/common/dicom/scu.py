@@ -16,10 +16,9 @@ from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-log = structlog.get_logger("pulmogate.scu")
+from pulmogate.common.dicom.statuses import STATUS_SUCCESS, STORE_WARNING_STATUSES
 
-STATUS_SUCCESS = 0x0000
-WARNING_STATUSES = frozenset({0xB000, 0xB006, 0xB007})
+log = structlog.get_logger("pulmogate.scu")
 
 
 class AssociationFailed(ConnectionError):
@@ -198,7 +197,7 @@ def store(
                 ds, syntax = ready
             status = assoc.send_c_store(ds)
             code = int(status.Status) if status and "Status" in status else None
-            if code == STATUS_SUCCESS or code in WARNING_STATUSES:
+            if code == STATUS_SUCCESS or code in STORE_WARNING_STATUSES:
                 result.sent += 1
                 result.syntaxes[syntax] += 1
             else:

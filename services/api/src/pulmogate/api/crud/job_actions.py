@@ -16,20 +16,16 @@ from sqlalchemy.orm import selectinload
 from pulmogate.api.errors import Conflict, NotFound
 from pulmogate.api.operations_schemas import ReanalyseResult, ResendResult
 from pulmogate.common.db.models import (
-    FAILURE_NOTICE_KINDS,
-    Delivery,
     DeliveryStatus,
     Instance,
     Job,
     JobStatus,
     OutputObject,
-    RoutingRule,
     Series,
-    utcnow,
 )
-from pulmogate.common.events import DeliveryRequested, ReanalysisRequested
-from pulmogate.common.job_states import analysis_gone
+from pulmogate.common.events import ReanalysisRequested
 from pulmogate.common.joblog import add_log
+from pulmogate.common.lifecycle import analysis_gone, plan_resend
 from pulmogate.common.metrics import JOB_RESENDS
 from pulmogate.common.outbox import enqueue
 from pulmogate.common.storage import Storage
@@ -79,8 +75,9 @@ async def resend(session: AsyncSession, job_id: int, user: str) -> ResendResult:
     """Announce a new delivery of the job's results to each destination (its rule's, current).
 
     Existing deliveries start again from attempt 0; destinations added to the rule since get
-    a new delivery. The job is DELIVERING until the sender finishes it; ``finished_at`` (and
-    so the total time) stays that of the first delivery, the resend is counted apart.
+    a new delivery (``plan_resend``, the planning the router does for new results). The
+    job is DELIVERING until the sender finishes it; ``finished_at`` (and so the total time)
+    stays that of the first delivery, the resend is counted apart.
     """
     job = await _job(session, job_id, lock=True)
     if job.purged_at is not None:
@@ -97,28 +94,9 @@ async def resend(session: AsyncSession, job_id: int, user: str) -> ResendResult:
     sending = _sending(job)
     if sending:
         raise Conflict(f"{sending}: resend when it has ended")
-    rule = await session.get(RoutingRule, job.rule_id) if job.rule_id is not None else None
-    by_destination = {d.destination_id: d for d in job.deliveries}
-    for destination in rule.destinations if rule else []:
-        if destination.enabled and destination.id not in by_destination:
-            delivery = Delivery(job_id=job.id, destination_id=destination.id)
-            session.add(delivery)
-            by_destination[destination.id] = delivery
-    if not by_destination:
+    deliveries = await plan_resend(session, job)
+    if not deliveries:
         raise Conflict(f"job {job_id} has no destinations to send to")
-    await session.flush()
-    deliveries = sorted(by_destination.values(), key=lambda d: d.id)
-    for delivery in deliveries:
-        delivery.status = DeliveryStatus.PENDING
-        delivery.attempts = 0
-        delivery.last_error = None
-        delivery.next_attempt_at = None
-        delivery.delivered_at = None
-        enqueue(session, DeliveryRequested(delivery_id=delivery.id))
-    if any(o.kind not in FAILURE_NOTICE_KINDS for o in job.outputs):
-        job.status = JobStatus.DELIVERING  # a failure notice sent again keeps the outcome
-    job.resend_count += 1
-    job.resent_at = utcnow()
     await session.flush()
     names = []
     for delivery in deliveries:
