@@ -46,7 +46,7 @@ class RunningReceiver:
 
     @property
     def incoming(self) -> Path:
-        return self.ctx.storage.root / "incoming"
+        return self.ctx.storage.incoming_folder()
 
     async def recorded(self) -> None:
         """Wait until the rows of every instance acknowledged so far are committed (they

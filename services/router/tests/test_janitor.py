@@ -94,7 +94,7 @@ async def test_old_jobs_are_purged_by_their_rules_ttl_and_keep_their_history(
 
     assert sorted(purged) == sorted([old, default_ttl]) and again == []
     assert _files(context.storage.root) == 3 * 3
-    assert not (context.storage.root / "results" / str(old)).exists()
+    assert not (context.storage.results_folder(old)).exists()
     async with context.db.session() as session:
         job = await session.get(Job, old)
         assert job is not None and job.purged_at is not None

@@ -66,7 +66,7 @@ async def test_a_zip_becomes_a_complete_series_announced_for_the_chosen_rule(
     assert [e.routing_key for e in events] == ["series.arrived"]
     assert json.loads(events[0].payload)["series_id"] == series.id
     assert chosen is not None and chosen.name == "manual" and why == ""
-    assert not list((ctx.storage.root / "uploads-staging").iterdir())
+    assert not list((ctx.storage.staging_folder()).iterdir())
 
     again = await client.post(
         "/api/v1/uploads", files={"files": ("s.dcm", phantom_files[0].read_bytes())}

@@ -13,7 +13,6 @@ second: a crash in between leaves the job due, and the next round finishes it.
 """
 
 import asyncio
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -122,7 +121,7 @@ def _purge_files(files: list[Path], storage: Storage, job_id: int) -> None:
     for path in files:
         if not storage.remove(path):
             log.warning("not purging a file outside storage", job_file=str(path))
-    shutil.rmtree(storage.root / "results" / str(int(job_id)), ignore_errors=True)
+    storage.remove_results(job_id)
 
 
 async def run_janitor(ctx: Context) -> None:

@@ -2,7 +2,6 @@
 results as a zip. Each has a defined answer in every job state (docs/api.md)."""
 
 import os
-import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -179,7 +178,7 @@ async def delete_job(session: AsyncSession, storage: Storage, job_id: int, user:
     await session.execute(delete(Series).where(Series.id == series_id))
     await session.commit()
     remove_files(paths, storage)
-    shutil.rmtree(storage.root / "results" / str(int(job_id)), ignore_errors=True)
+    storage.remove_results(job_id)
     log.info("job deleted", job_id=job_id, user=user, files=len(paths))
 
 
