@@ -14,6 +14,7 @@ from sqlalchemy.orm import selectinload
 
 from pulmogate.api.errors import Conflict, NotFound
 from pulmogate.api.operations_schemas import ReanalyseResult, ResendResult
+from pulmogate.api.previews import PICTURE_KINDS
 from pulmogate.common.db.models import (
     FAILURE_NOTICE_KINDS,
     Delivery,
@@ -188,6 +189,21 @@ class ResultFile:
 
     kind: str
     path: Path
+
+
+async def picture_path(session: AsyncSession, job_id: int, output_id: int) -> Path:
+    """The file of one of the job's pictures (summary, notice or overlay), or NotFound."""
+    await _job(session, job_id)
+    path = await session.scalar(
+        select(OutputObject.path).where(
+            OutputObject.id == output_id,
+            OutputObject.job_id == job_id,
+            OutputObject.kind.in_(PICTURE_KINDS),
+        )
+    )
+    if path is None:
+        raise NotFound("no such image")
+    return Path(path)
 
 
 async def get_job_for_zip(session: AsyncSession, job_id: int) -> list[ResultFile]:

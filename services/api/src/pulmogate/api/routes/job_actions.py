@@ -1,5 +1,5 @@
 """POST /api/v1/jobs/{id}/resend and /reanalyse, DELETE /api/v1/jobs/{id},
-GET /api/v1/jobs/{id}/results.zip."""
+GET /api/v1/jobs/{id}/results.zip and /outputs/{output_id}/preview.png."""
 
 import asyncio
 
@@ -10,8 +10,11 @@ from starlette.background import BackgroundTask
 from pulmogate.api.auditing import audit_change
 from pulmogate.api.crud import job_actions as crud
 from pulmogate.api.deps import ContextDep, OperatorDep, SessionDep, UserDep
+from pulmogate.api.errors import NotFound
 from pulmogate.api.operations_schemas import ReanalyseResult, ResendResult
+from pulmogate.api.previews import png
 from pulmogate.api.routes.responses import conflict, not_found
+from pulmogate.api.schemas import ErrorMessage
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -80,3 +83,27 @@ async def download_results(job_id: int, session: SessionDep, _user: UserDep) -> 
         filename=f"pulmogate-job-{job_id}.zip",
         background=BackgroundTask(path.unlink, missing_ok=True),
     )
+
+
+@router.get(
+    "/{job_id}/outputs/{output_id}/preview.png",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "A downsized PNG of the picture"},
+        404: {
+            "model": ErrorMessage,
+            "description": "No job with this id, or no such picture (summary, notice, overlay)",
+        },
+    },
+)
+async def preview_picture(
+    job_id: int, output_id: int, session: SessionDep, _user: UserDep
+) -> Response:
+    """One of the job's pictures (summary, failure notice or an overlay slice) as a PNG of
+    at most 384 px, for the job page's key images."""
+    path = await crud.picture_path(session, job_id, output_id)
+    try:
+        data = await asyncio.to_thread(png, path)
+    except FileNotFoundError:
+        raise NotFound("no such image") from None
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
