@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+from pydicom.uid import SecondaryCaptureImageStorage
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.transport import ThreadedAssociationServer
@@ -20,6 +18,7 @@ from pulmogate.common.outbox import OutboxRelay
 from pulmogate.common.runtime import Context, close_context, open_context
 from pulmogate.common.settings import Settings
 from pulmogate.sender.service import SenderService
+from tests.fixtures.datasets import dicom_object, set_grey_pixels
 from tests.fixtures.infra import clear_tables, eventually, free_port
 
 
@@ -73,27 +72,17 @@ def write_outputs(directory: Path, count: int) -> list[tuple[str, Path]]:
     written = []
     for k in range(count):
         uid = f"2.25.{uuid.uuid4().int}"
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-        meta.MediaStorageSOPInstanceUID = uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = SecondaryCaptureImageStorage
-        ds.SOPInstanceUID = uid
-        ds.StudyInstanceUID = study
-        ds.SeriesInstanceUID = series
-        ds.Modality = "OT"
-        ds.PatientName = "TEST^OUTPUT"
-        ds.PatientID = "T1"
+        ds = dicom_object(
+            SecondaryCaptureImageStorage,
+            study_uid=study,
+            series_uid=series,
+            modality="OT",
+            sop_uid=uid,
+            patient_name="TEST^OUTPUT",
+            patient_id="T1",
+        )
         ds.InstanceNumber = k + 1
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = ds.Columns = 8
-        ds.BitsAllocated = ds.BitsStored = 8
-        ds.HighBit = 7
-        ds.PixelRepresentation = 0
-        ds.PixelData = np.full((8, 8), k, dtype=np.uint8).tobytes()
+        set_grey_pixels(ds, np.full((8, 8), k, dtype=np.uint8))
         path = directory / f"{uid}.dcm"
         ds.save_as(path, enforce_file_format=True)
         written.append((uid, path))

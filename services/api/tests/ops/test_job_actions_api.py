@@ -8,7 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from pydicom import Dataset
+import numpy as np
+from pydicom.uid import SecondaryCaptureImageStorage
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import selectinload
 
@@ -27,6 +28,7 @@ from pulmogate.common.runtime import Context
 from pulmogate.common.workers import GONE_AFTER_S, this_worker
 from services.api.tests.conftest import ClientAs
 from services.api.tests.rows import T0, MakeJob
+from tests.fixtures.datasets import dicom_object, set_grey_pixels
 from tests.fixtures.gateway import storescp
 from tests.fixtures.infra import free_port
 
@@ -325,21 +327,10 @@ async def test_each_state_has_a_defined_answer_to_resend_reanalyse_and_delete(
 
 def _grey_image(path: Path) -> None:
     """A small grey secondary capture, as the overlay pictures are stored."""
-    import numpy as np
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = "1.2.3.4"
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.Rows = ds.Columns = 8
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit, ds.PixelRepresentation = 7, 0
-    ds.PixelData = np.arange(64, dtype=np.uint8).tobytes()
+    ds = dicom_object(
+        SecondaryCaptureImageStorage, study_uid="1.2.3", series_uid="1.2.3.9", modality="OT"
+    )
+    set_grey_pixels(ds, np.arange(64, dtype=np.uint8).reshape(8, 8))
     ds.save_as(path, enforce_file_format=True)
 
 
