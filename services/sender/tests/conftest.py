@@ -15,11 +15,12 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pulmogate.common.outbox import OutboxRelay
-from pulmogate.common.runtime import Context, close_context, open_context
+from pulmogate.common.runtime import Context
 from pulmogate.common.settings import Settings
 from pulmogate.sender.service import SenderService
 from tests.fixtures.datasets import dicom_object, set_grey_pixels
-from tests.fixtures.infra import clear_tables, eventually, free_port
+from tests.fixtures.harness import BACKENDS, backend_settings, clean_context
+from tests.fixtures.infra import eventually, free_port
 
 
 @dataclass
@@ -101,35 +102,26 @@ class SenderHarness:
         await eventually(check, timeout_s)
 
 
-@pytest.fixture(params=["sqlite-memory", "postgres-rabbitmq"])
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings for one backend pair with tiny backoff delays."""
-    if request.param == "sqlite-memory":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'sender.db'}"
-        broker = "memory://"
-    else:
-        url = request.getfixturevalue("pg_url")
-        broker = request.getfixturevalue("amqp_url")
-    return Settings(
-        data_dir=tmp_path,
-        database_url=url,
-        broker_url=broker,
+    return backend_settings(
+        request,
+        tmp_path,
+        "sender.db",
         delivery_max_attempts=3,
         delivery_backoff_initial_s=0.2,
         delivery_backoff_max_s=0.4,
         delivery_timeout_s=5.0,
         scu_ae_title="PULMOGATE",
-        log_format="console",
     )
 
 
 @pytest.fixture
 async def context(backend: Settings) -> AsyncIterator[Context]:
     """A connected context on an emptied database."""
-    ctx = await open_context(backend, migrate=backend.database_url.startswith("sqlite"))
-    await clear_tables(ctx.db)
-    yield ctx
-    await close_context(ctx)
+    async for ctx in clean_context(backend):
+        yield ctx
 
 
 async def start_sender(ctx: Context) -> SenderHarness:
