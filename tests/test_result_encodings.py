@@ -404,7 +404,7 @@ async def test_pictures_are_stored_once_per_encoding_of_the_rules_destinations(
 
     results = await outputs(context, job_id)
     assert {o.kind for o in results} == {"overlay", "summary", "sr", "seg"}
-    root = context.storage.root / "results" / str(job_id)
+    root = context.storage.results_folder(job_id)
     for o in results:
         primary = dcmread(o.path, stop_before_pixels=True).file_meta.TransferSyntaxUID
         folders = sorted(p.name for p in (root / o.kind).iterdir() if p.is_dir())

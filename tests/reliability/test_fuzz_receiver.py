@@ -170,7 +170,7 @@ def test_after_the_fuzzing_the_receiver_answers_and_kept_only_sane_files(
     stored = [p.resolve() for p in root.rglob("*") if p.is_file()]
     assert all(p.is_relative_to(root) for p in stored)
     dicom_files = [p for p in stored if p.suffix == ".dcm"]
-    incoming = (receiver.rx.ctx.storage.root / "incoming").resolve()
+    incoming = (receiver.rx.ctx.storage.incoming_folder()).resolve()
     assert all(p.is_relative_to(incoming) for p in dicom_files), dicom_files
 
     async def stored_paths() -> set[Path]:

@@ -57,4 +57,25 @@ def test_storage_remove_deletes_empty_folders_and_nothing_outside(tmp_path: Path
     assert storage.remove(storage.root / ".." / "elsewhere.dcm") is False
 
     assert not gone.exists() and not gone.parent.parent.exists()
-    assert kept.exists() and outside.exists() and (storage.root / "incoming").is_dir()
+    assert kept.exists() and outside.exists() and (storage.incoming_folder()).is_dir()
+
+
+def test_storage_lays_out_every_folder_under_its_root_and_removes_a_jobs_results(
+    tmp_path: Path,
+) -> None:
+    storage = Storage(tmp_path)
+    assert storage.incoming_folder() == tmp_path / "incoming"
+    assert storage.results_folder(7) == tmp_path / "results" / "7"
+    assert storage.staging_folder() == tmp_path / "uploads-staging"
+    assert storage.upload_sessions_folder() == tmp_path / "uploads-staging" / "sessions"
+    assert storage.markers_folder() == tmp_path / "receiving"
+    assert storage.result_path(7, "seg", "1.2.3").parent == tmp_path / "results" / "7" / "seg"
+    for job in (7, 8):
+        path = storage.result_path(job, "overlay", "1.2.3", "jpeg")
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+
+    storage.remove_results(7)
+    storage.remove_results(9)  # never stored: nothing to do
+
+    assert not storage.results_folder(7).exists() and storage.results_folder(8).is_dir()

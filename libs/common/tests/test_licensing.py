@@ -117,8 +117,8 @@ def test_no_key_installed_no_public_key_configured_and_a_tampered_install() -> N
 
     assert evaluate(None, PUBLIC, date(2026, 6, 1)).state == LicenseState.NONE
     community = evaluate(None, "", date(2026, 6, 1))
-    assert community.state == LicenseState.COMMUNITY and community.allows_analysis
+    assert community.state == LicenseState.COMMUNITY
     tag, payload, signature = parts(key)
     flipped = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
     tampered = evaluate(f"{tag}.{payload}.{flipped}", PUBLIC, date(2026, 6, 1))
-    assert tampered.state == LicenseState.INVALID and not tampered.allows_analysis
+    assert tampered.state == LicenseState.INVALID

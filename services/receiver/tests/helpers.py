@@ -11,11 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
-    ExplicitVRLittleEndian,
     generate_uid,
 )
 from sqlalchemy import select
@@ -26,6 +23,7 @@ from pulmogate.common.outbox import OutboxRelay
 from pulmogate.common.runtime import Context, close_context, open_context
 from pulmogate.common.settings import Settings
 from pulmogate.receiver.service import ReceiverService
+from tests.fixtures.datasets import dicom_object, set_grey_pixels
 
 AE_TITLE = "PULMOGATE"
 
@@ -46,7 +44,7 @@ class RunningReceiver:
 
     @property
     def incoming(self) -> Path:
-        return self.ctx.storage.root / "incoming"
+        return self.ctx.storage.incoming_folder()
 
     async def recorded(self) -> None:
         """Wait until the rows of every instance acknowledged so far are committed (they
@@ -153,41 +151,22 @@ def ct_slice(
     modality: str = "CT",
 ) -> Dataset:
     """One synthetic slice with file meta (Explicit VR Little Endian)."""
-    sop_uid = sop_uid or generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.PatientName = "TEST^RECEIVER"
-    ds.PatientID = "PG-TEST-1"
+    ds = dicom_object(
+        sop_class, study_uid=study_uid, series_uid=series_uid, modality=modality, sop_uid=sop_uid
+    )
     ds.StudyDate = "20260101"
     ds.AccessionNumber = "ACC1"
     ds.StudyDescription = "CT CHEST"
     ds.SeriesDescription = "Receiver test"
-    ds.Modality = modality
     ds.InstanceNumber = index + 1
     ds.SliceThickness = "1.25"
     ds.PixelSpacing = ["0.7", "0.7"]
     ds.ImagePositionPatient = [0, 0, index * 1.25]
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.Rows = ds.Columns = size
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
+    rng = np.random.default_rng(index)
+    set_grey_pixels(ds, rng.integers(0, 2000, (size, size), dtype=np.uint16))
     ds.RescaleIntercept = -1024
     ds.RescaleSlope = 1
-    rng = np.random.default_rng(index)
-    ds.PixelData = rng.integers(0, 2000, (size, size), dtype=np.uint16).tobytes()
     return ds
 
 

@@ -9,11 +9,8 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
     Comprehensive3DSRStorage,
-    ExplicitVRLittleEndian,
     KeyObjectSelectionDocumentStorage,
     SecondaryCaptureImageStorage,
     SegmentationStorage,
@@ -22,6 +19,7 @@ from pydicom.uid import (
 )
 
 from services.receiver.tests.helpers import ct_slice
+from tests.fixtures.datasets import dicom_object, set_grey_pixels
 
 # (name, SOP class, Modality) of each non-CT object of the study.
 OTHER_OBJECTS = (
@@ -35,32 +33,12 @@ OTHER_OBJECTS = (
 
 def _object(study_uid: str, sop_class: str, modality: str, number: int) -> Dataset:
     """A minimal object of ``sop_class`` in the study (a new series of its own)."""
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = generate_uid()
-    ds.PatientName = "TEST^RECEIVER"
-    ds.PatientID = "PG-TEST-1"
+    ds = dicom_object(sop_class, study_uid=study_uid, series_uid=generate_uid(), modality=modality)
     ds.StudyDate = "20260101"
-    ds.Modality = modality
     ds.SeriesNumber = number
     ds.InstanceNumber = 1
     if sop_class in (SecondaryCaptureImageStorage, SegmentationStorage):
-        ds.Rows = ds.Columns = 16
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = ds.BitsStored = 8
-        ds.HighBit = 7
-        ds.PixelRepresentation = 0
-        ds.PixelData = np.zeros((16, 16), np.uint8).tobytes()
+        set_grey_pixels(ds, np.zeros((16, 16), np.uint8))
     return ds
 
 

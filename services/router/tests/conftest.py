@@ -10,10 +10,11 @@ import pytest
 from pulmogate.common.db.models import Instance, Series, SeriesStatus
 from pulmogate.common.events import AnalysisRequested, DeliveryRequested, Event
 from pulmogate.common.outbox import OutboxRelay
-from pulmogate.common.runtime import Context, close_context, open_context
+from pulmogate.common.runtime import Context
 from pulmogate.common.settings import Settings
 from pulmogate.router.service import RouterService
-from tests.fixtures.infra import clear_tables, eventually
+from tests.fixtures.harness import BACKENDS, backend_settings, clean_context
+from tests.fixtures.infra import eventually
 
 
 @dataclass
@@ -77,27 +78,17 @@ async def add_series(
     return row
 
 
-@pytest.fixture(params=["sqlite-memory", "postgres-rabbitmq"])
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    """Settings for one backend pair (the Postgres database is migrated by its fixture)."""
-    if request.param == "sqlite-memory":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'router.db'}"
-        broker = "memory://"
-    else:
-        url = request.getfixturevalue("pg_url")
-        broker = request.getfixturevalue("amqp_url")
-    return Settings(
-        data_dir=tmp_path, database_url=url, broker_url=broker, min_slices=16, log_format="console"
-    )
+    """Settings for one backend pair."""
+    return backend_settings(request, tmp_path, "router.db", min_slices=16)
 
 
 @pytest.fixture
 async def context(backend: Settings) -> AsyncIterator[Context]:
     """A connected context on an emptied database."""
-    ctx = await open_context(backend, migrate=backend.database_url.startswith("sqlite"))
-    await clear_tables(ctx.db)
-    yield ctx
-    await close_context(ctx)
+    async for ctx in clean_context(backend):
+        yield ctx
 
 
 async def start_router(ctx: Context) -> RouterHarness:

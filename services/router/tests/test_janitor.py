@@ -15,9 +15,12 @@ from pulmogate.common.db.models import (
     Series,
     utcnow,
 )
+from pulmogate.common.phi import patient_columns
 from pulmogate.common.runtime import Context
 from pulmogate.router.janitor import purge_expired
 from services.router.tests.conftest import add_series
+
+PATIENT_COLUMNS = patient_columns(Series.__table__.columns.keys())
 
 
 async def _job(ctx: Context, *, rule_ttl: int | None, age_days: float, status: str = "done") -> int:
@@ -33,6 +36,8 @@ async def _job(ctx: Context, *, rule_ttl: int | None, age_days: float, status: s
             rule_id = rule.id
         row = await session.get(Series, series.id)
         assert row is not None
+        for name in PATIENT_COLUMNS:
+            setattr(row, name, f"{name[:6]}1")
         row.patient_name, row.patient_id, row.accession_number = "PHANTOM^ONE", "PH-1", "ACC1"
         row.study_date = "20260101"
         job = Job(
@@ -89,7 +94,7 @@ async def test_old_jobs_are_purged_by_their_rules_ttl_and_keep_their_history(
 
     assert sorted(purged) == sorted([old, default_ttl]) and again == []
     assert _files(context.storage.root) == 3 * 3
-    assert not (context.storage.root / "results" / str(old)).exists()
+    assert not (context.storage.results_folder(old)).exists()
     async with context.db.session() as session:
         job = await session.get(Job, old)
         assert job is not None and job.purged_at is not None
@@ -98,6 +103,9 @@ async def test_old_jobs_are_purged_by_their_rules_ttl_and_keep_their_history(
         assert series is not None
         assert (series.patient_name, series.patient_id, series.accession_number) == ("", "", "")
         assert series.study_date == "" and series.series_uid and series.instance_count == 2
+        assert {name: getattr(series, name) for name in PATIENT_COLUMNS} == dict.fromkeys(
+            PATIENT_COLUMNS, ""
+        )
         left = await session.scalar(
             select(func.count()).select_from(Instance).where(Instance.series_id == job.series_id)
         )
@@ -109,3 +117,4 @@ async def test_old_jobs_are_purged_by_their_rules_ttl_and_keep_their_history(
         for kept in (young, forever, running):
             row = await session.get(Job, kept)
             assert row is not None and row.purged_at is None
+            assert row.series.patient_birth_date and row.series.study_time

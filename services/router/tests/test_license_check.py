@@ -5,7 +5,9 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
 
+from pulmogate.common.db.accounts import License
 from pulmogate.common.db.models import JobStatus, utcnow
 from pulmogate.common.licensing import (
     LicenseFields,
@@ -16,6 +18,7 @@ from pulmogate.common.licensing import (
 )
 from pulmogate.common.runtime import Context, close_context, open_context
 from pulmogate.common.settings import Settings
+from pulmogate.router.license import check_license
 from tests.fixtures.infra import clear_tables
 
 from .conftest import RouterHarness, add_series, start_router
@@ -108,3 +111,32 @@ async def test_a_valid_license_queues_analysis_and_the_daily_limit_refuses_the_n
         "the license allows 1 studies per day and 1 were analysed today (UTC); "
         "analysis resumes tomorrow"
     )
+
+
+async def test_a_stored_key_whose_signature_no_longer_verifies_ends_the_job_no_license(
+    router: RouterHarness,
+) -> None:
+    await install(router.ctx, utcnow().date() + timedelta(days=5))
+    async with router.ctx.db.session() as session:
+        key = (await session.scalars(select(License))).one().key_text
+        tag, payload, signature = key.split(".")
+        signature = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
+        flipped = f"{tag}.{payload}.{signature}"
+        await session.execute(update(License).values(key_text=flipped))
+
+    job = await routed_job(router, await add_series(router.ctx))
+
+    assert job.status == JobStatus.NO_LICENSE and job.reason_code == "NO_LICENSE"
+    assert job.reason is not None
+    assert job.reason.startswith("the installed license is invalid: the license signature does not")
+    assert router.published == []
+
+
+async def test_with_licensing_off_analysis_is_allowed_without_any_key(
+    context: Context, backend: Settings
+) -> None:
+    series = await add_series(context)
+    community = backend.model_copy(update={"license_public_key": ""})
+    async with context.db.session() as session:
+        assert await check_license(session, series, community) is None
+        assert await check_license(session, series, backend) is not None

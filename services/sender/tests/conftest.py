@@ -9,18 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+from pydicom.uid import SecondaryCaptureImageStorage
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pulmogate.common.outbox import OutboxRelay
-from pulmogate.common.runtime import Context, close_context, open_context
+from pulmogate.common.runtime import Context
 from pulmogate.common.settings import Settings
 from pulmogate.sender.service import SenderService
-from tests.fixtures.infra import clear_tables, eventually, free_port
+from tests.fixtures.datasets import dicom_object, set_grey_pixels
+from tests.fixtures.harness import BACKENDS, backend_settings, clean_context
+from tests.fixtures.infra import eventually, free_port
 
 
 @dataclass
@@ -73,27 +73,17 @@ def write_outputs(directory: Path, count: int) -> list[tuple[str, Path]]:
     written = []
     for k in range(count):
         uid = f"2.25.{uuid.uuid4().int}"
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-        meta.MediaStorageSOPInstanceUID = uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = SecondaryCaptureImageStorage
-        ds.SOPInstanceUID = uid
-        ds.StudyInstanceUID = study
-        ds.SeriesInstanceUID = series
-        ds.Modality = "OT"
-        ds.PatientName = "TEST^OUTPUT"
-        ds.PatientID = "T1"
+        ds = dicom_object(
+            SecondaryCaptureImageStorage,
+            study_uid=study,
+            series_uid=series,
+            modality="OT",
+            sop_uid=uid,
+            patient_name="TEST^OUTPUT",
+            patient_id="T1",
+        )
         ds.InstanceNumber = k + 1
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = ds.Columns = 8
-        ds.BitsAllocated = ds.BitsStored = 8
-        ds.HighBit = 7
-        ds.PixelRepresentation = 0
-        ds.PixelData = np.full((8, 8), k, dtype=np.uint8).tobytes()
+        set_grey_pixels(ds, np.full((8, 8), k, dtype=np.uint8))
         path = directory / f"{uid}.dcm"
         ds.save_as(path, enforce_file_format=True)
         written.append((uid, path))
@@ -112,35 +102,26 @@ class SenderHarness:
         await eventually(check, timeout_s)
 
 
-@pytest.fixture(params=["sqlite-memory", "postgres-rabbitmq"])
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings for one backend pair with tiny backoff delays."""
-    if request.param == "sqlite-memory":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'sender.db'}"
-        broker = "memory://"
-    else:
-        url = request.getfixturevalue("pg_url")
-        broker = request.getfixturevalue("amqp_url")
-    return Settings(
-        data_dir=tmp_path,
-        database_url=url,
-        broker_url=broker,
+    return backend_settings(
+        request,
+        tmp_path,
+        "sender.db",
         delivery_max_attempts=3,
         delivery_backoff_initial_s=0.2,
         delivery_backoff_max_s=0.4,
         delivery_timeout_s=5.0,
         scu_ae_title="PULMOGATE",
-        log_format="console",
     )
 
 
 @pytest.fixture
 async def context(backend: Settings) -> AsyncIterator[Context]:
     """A connected context on an emptied database."""
-    ctx = await open_context(backend, migrate=backend.database_url.startswith("sqlite"))
-    await clear_tables(ctx.db)
-    yield ctx
-    await close_context(ctx)
+    async for ctx in clean_context(backend):
+        yield ctx
 
 
 async def start_sender(ctx: Context) -> SenderHarness:

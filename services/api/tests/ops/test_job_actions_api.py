@@ -8,21 +8,27 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import numpy as np
+from pydicom.uid import SecondaryCaptureImageStorage
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import selectinload
 
+from pulmogate.common.db.accounts import Role
 from pulmogate.common.db.models import (
     Delivery,
     Instance,
     Job,
     JobLog,
     OutboxMessage,
+    OutputObject,
     Series,
     utcnow,
 )
 from pulmogate.common.runtime import Context
 from pulmogate.common.workers import GONE_AFTER_S, this_worker
+from services.api.tests.conftest import ClientAs
 from services.api.tests.rows import T0, MakeJob
+from tests.fixtures.datasets import dicom_object, set_grey_pixels
 from tests.fixtures.gateway import storescp
 from tests.fixtures.infra import free_port
 
@@ -317,3 +323,45 @@ async def test_each_state_has_a_defined_answer_to_resend_reanalyse_and_delete(
         "rejected": 204,
         "done": 204,
     }
+
+
+def _grey_image(path: Path) -> None:
+    """A small grey secondary capture, as the overlay pictures are stored."""
+    ds = dicom_object(
+        SecondaryCaptureImageStorage, study_uid="1.2.3", series_uid="1.2.3.9", modality="OT"
+    )
+    set_grey_pixels(ds, np.arange(64, dtype=np.uint8).reshape(8, 8))
+    ds.save_as(path, enforce_file_format=True)
+
+
+async def test_a_jobs_picture_is_served_as_a_png_to_every_role_and_nothing_else_is(
+    ctx: Context,
+    make_job: MakeJob,
+    client_as: ClientAs,
+    anonymous: httpx.AsyncClient,
+) -> None:
+    job_id = await _job_with_files(ctx, make_job)
+    other_job = await _job_with_files(ctx, make_job)
+    viewer = await client_as(Role.VIEWER)
+    detail = (await viewer.get(f"/api/v1/jobs/{job_id}")).json()
+    overlay, sr = (o["id"] for o in detail["outputs"])
+    async with ctx.db.session() as session:
+        row = await session.get(OutputObject, overlay)
+        assert row is not None and row.kind == "overlay"
+        _grey_image(Path(row.path))
+        other = await session.scalar(
+            select(OutputObject.id).where(OutputObject.job_id == other_job)
+        )
+
+    shown = await viewer.get(f"/api/v1/jobs/{job_id}/outputs/{overlay}/preview.png")
+    not_a_picture = await viewer.get(f"/api/v1/jobs/{job_id}/outputs/{sr}/preview.png")
+    of_another_job = await viewer.get(f"/api/v1/jobs/{job_id}/outputs/{other}/preview.png")
+    no_job = await viewer.get(f"/api/v1/jobs/999999/outputs/{overlay}/preview.png")
+    refused = await anonymous.get(f"/api/v1/jobs/{job_id}/outputs/{overlay}/preview.png")
+
+    assert shown.status_code == 200 and shown.headers["content-type"] == "image/png"
+    assert shown.content.startswith(b"\x89PNG") and "private" in shown.headers["cache-control"]
+    for answer in (not_a_picture, of_another_job):
+        assert (answer.status_code, answer.json()["detail"]) == (404, "no such image")
+    assert (no_job.status_code, no_job.json()["detail"]) == (404, "job 999999 not found")
+    assert refused.status_code == 401

@@ -65,7 +65,7 @@ async def test_a_file_sent_in_chunks_resumes_at_the_servers_offset_and_becomes_a
     assert done.status_code == 201, done.text
     assert done.json()["files"] == 5 and done.json()["series"][0]["instance_count"] == 5
     assert (await client.get(f"/api/v1/uploads/sessions/{sid}")).status_code == 404
-    assert not any((ctx.storage.root / "uploads-staging" / "sessions").iterdir())
+    assert not any((ctx.storage.upload_sessions_folder()).iterdir())
 
 
 async def test_sessions_belong_to_their_user_and_bad_ids_are_not_found(

@@ -64,9 +64,9 @@ async def test_an_upload_reusing_a_sop_instance_uid_of_another_series_is_409_nam
         series = await session.scalar(select(func.count()).select_from(Series))
         instances = await session.scalar(select(func.count()).select_from(Instance))
     assert (series, instances) == (1, 3)
-    stored = list((ctx.storage.root / "incoming").rglob("*.dcm"))
+    stored = list((ctx.storage.incoming_folder()).rglob("*.dcm"))
     assert len(stored) == 3
-    assert not list((ctx.storage.root / "uploads-staging").iterdir())
+    assert not list((ctx.storage.staging_folder()).iterdir())
 
 
 async def test_a_nul_in_a_dicom_text_field_of_an_upload_is_refused_naming_it(
@@ -81,7 +81,7 @@ async def test_a_nul_in_a_dicom_text_field_of_an_upload_is_refused_naming_it(
 
     assert response.status_code == 422
     assert response.json()["detail"] == "nul.dcm: NUL character in series_description"
-    assert not list((ctx.storage.root / "incoming").rglob("*.dcm"))
+    assert not list((ctx.storage.incoming_folder()).rglob("*.dcm"))
 
 
 async def test_nul_characters_in_names_searches_and_filters_are_422_not_500(

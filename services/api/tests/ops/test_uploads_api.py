@@ -58,7 +58,9 @@ async def test_a_zip_becomes_a_complete_series_announced_for_the_chosen_rule(
         ).all()
         upload = await session.scalar(select(Upload).where(Upload.series_id == series.id))
         events = (await session.scalars(select(OutboxMessage))).all()
-        chosen, why = await rule_for(session, series)
+        chosen, why = await rule_for(
+            session, series, timeout_s=ctx.settings.rule_regex_timeout_ms / 1000
+        )
     assert series.status == "complete" and series.calling_ae == "UPLOAD"
     assert series.instance_count == len(instances) == 6
     assert all(Path(i.path).is_file() for i in instances)
@@ -66,7 +68,7 @@ async def test_a_zip_becomes_a_complete_series_announced_for_the_chosen_rule(
     assert [e.routing_key for e in events] == ["series.arrived"]
     assert json.loads(events[0].payload)["series_id"] == series.id
     assert chosen is not None and chosen.name == "manual" and why == ""
-    assert not list((ctx.storage.root / "uploads-staging").iterdir())
+    assert not list((ctx.storage.staging_folder()).iterdir())
 
     again = await client.post(
         "/api/v1/uploads", files={"files": ("s.dcm", phantom_files[0].read_bytes())}

@@ -89,11 +89,6 @@ class LicenseStatus:
     days_left: int | None = None
     installed: License | None = None
 
-    @property
-    def allows_analysis(self) -> bool:
-        """Valid, in the warning window, or licensing is off."""
-        return self.state in (LicenseState.VALID, LicenseState.WARNING, LicenseState.COMMUNITY)
-
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

@@ -8,20 +8,14 @@ from typing import Any
 import structlog
 
 from pulmogate.common.dicom.quiet import keep_values_out_of_logs
-
-PHI_KEYS = frozenset(
-    {"patient_name", "patient_id", "patientname", "patientid", "birth_date", "accession_number"}
-)
+from pulmogate.common.phi import names_patient_data
 
 
 def drop_phi(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
-    """Remove any key that names patient data, whoever passed it."""
-    for key in [k for k in event_dict if k.lower().replace("_", "") in _PHI_NORMALISED]:
+    """Remove any key that names patient data (``pulmogate.common.phi``), whoever passed it."""
+    for key in [k for k in event_dict if names_patient_data(k)]:
         event_dict.pop(key)
     return event_dict
-
-
-_PHI_NORMALISED = frozenset(k.replace("_", "") for k in PHI_KEYS)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json", service: str = "") -> None:

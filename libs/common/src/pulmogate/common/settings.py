@@ -1,6 +1,5 @@
 """One settings object for every service (env prefix ``PULMOGATE_``, .env supported)."""
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -126,9 +125,3 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'pulmogate.db').resolve()}"
-
-
-@lru_cache
-def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -84,16 +85,43 @@ def dataset_bytes(ds: Dataset) -> bytes:
 
 
 class Storage:
-    """Where received instances and results live under the storage root."""
+    """Every path under the storage root: received instances (``incoming``), results
+    (``results/<job>``), uploads being staged (``uploads-staging``) and the receiver's marks
+    of the series it is writing (``receiving``)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    def incoming_folder(self) -> Path:
+        """Where received instances live (``incoming/<study>/<series>/<sop>.dcm``)."""
+        return self.root / "incoming"
+
     def instance_path(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         """Path of a received instance; UIDs are validated so nothing escapes the root."""
         return (
-            self.root / "incoming" / _safe(study_uid) / _safe(series_uid) / f"{_safe(sop_uid)}.dcm"
+            self.incoming_folder() / _safe(study_uid) / _safe(series_uid) / f"{_safe(sop_uid)}.dcm"
         )
+
+    def results_folder(self, job_id: int) -> Path:
+        """The folder of one job's result objects."""
+        return self.root / "results" / str(int(job_id))
+
+    def remove_results(self, job_id: int) -> None:
+        """Delete whatever is left of one job's results folder (nothing when there is none)."""
+        shutil.rmtree(self.results_folder(job_id), ignore_errors=True)
+
+    def staging_folder(self) -> Path:
+        """Where uploads are staged before their files move into ``incoming`` (same volume,
+        so the move is a rename)."""
+        return self.root / "uploads-staging"
+
+    def upload_sessions_folder(self) -> Path:
+        """Where resumable upload sessions keep their parts (inside the staging folder)."""
+        return self.staging_folder() / "sessions"
+
+    def markers_folder(self) -> Path:
+        """Where the receiver marks the series it is writing into (recovery looks there)."""
+        return self.root / "receiving"
 
     def result_path(
         self, job_id: int, kind: str, sop_uid: str, encoding: str | None = None
@@ -102,7 +130,7 @@ class Storage:
         stored in that encoding (``results/<job>/<kind>/<encoding>/<uid>.dcm``)."""
         if not kind.isalnum():
             raise UnsafeName(f"bad output kind {kind!r}")
-        folder = self.root / "results" / str(int(job_id)) / kind
+        folder = self.results_folder(job_id) / kind
         if encoding is not None:
             if not _ENCODING_NAME.fullmatch(encoding):
                 raise UnsafeName(f"bad encoding name {encoding!r}")

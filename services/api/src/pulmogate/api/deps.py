@@ -64,8 +64,8 @@ def require_role(*roles: Role | str) -> Callable[..., Awaitable[CurrentUser]]:
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 ContextDep = Annotated[Context, Depends(get_context)]
+# Any signed-in role (viewer, operator, admin); the two below narrow it.
 UserDep = Annotated[CurrentUser, Depends(current_user)]
-ViewerDep = UserDep
 OperatorDep = Annotated[CurrentUser, Depends(require_role(Role.OPERATOR))]
 AdminDep = Annotated[CurrentUser, Depends(require_role(Role.ADMIN))]
 
@@ -76,7 +76,6 @@ __all__ = [
     "OperatorDep",
     "SessionDep",
     "UserDep",
-    "ViewerDep",
     "current_user",
     "get_context",
     "get_session",

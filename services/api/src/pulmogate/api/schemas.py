@@ -223,6 +223,7 @@ class OutputOut(BaseModel):
 
     model_config = ConfigDict(from_attributes=True)
 
+    id: int
     kind: str
     sop_instance_uid: str
     series_uid: str

@@ -100,11 +100,6 @@ class Volume:
         """StudyInstanceUID of the input study."""
         return str(self.headers[0].StudyInstanceUID)
 
-    @property
-    def frame_of_reference_uid(self) -> str:
-        """FrameOfReferenceUID of the input series."""
-        return str(self.headers[0].get("FrameOfReferenceUID", ""))
-
 
 def _read(source: Path | pydicom.Dataset) -> pydicom.Dataset:
     """Read one slice (or accept a dataset already read); no element is decoded here."""

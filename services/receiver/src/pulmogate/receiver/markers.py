@@ -22,8 +22,8 @@ SEPARATOR = "+"  # never in a UID
 class SeriesMarkers:
     """Marks of the series being written, with the associations of this process holding each."""
 
-    def __init__(self, root: Path) -> None:
-        self.folder = root / "receiving"
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self._lock = threading.Lock()
         self._holders: Counter[tuple[str, str]] = Counter()
         self._marked: set[tuple[str, str]] = set()

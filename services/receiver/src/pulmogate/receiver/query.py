@@ -6,7 +6,7 @@ through two UNION views, one row per series and one per instance, whose columns 
 DICOM keyword, so a key in an identifier is a column to match and a value to return.
 """
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -532,8 +532,3 @@ def response(
         if unique not in ds and unique in match.values:
             setattr(ds, unique, match.values[unique] or "")
     return ds
-
-
-def sop_classes(instances: Sequence[HeldInstance]) -> list[tuple[str, str | None]]:
-    """The distinct (SOP class, transfer syntax) pairs of a retrieve, in first-seen order."""
-    return list(dict.fromkeys((i.sop_class_uid, i.transfer_syntax_uid) for i in instances))

@@ -133,7 +133,7 @@ class StoreSCP:
         self._discarded: dict[int, DiscardTally] = {}
         self._lock = threading.Lock()
         self.pending = PendingInstances()
-        self.markers = SeriesMarkers(storage.root)
+        self.markers = SeriesMarkers(storage.markers_folder())
         self.sop_index = StoredSopIndex(db, loop, DB_WAIT_S)
         self.recorder = InstanceRecorder(
             db, self.pending, self.markers, loop, interval_s=group_interval_s

@@ -5,14 +5,14 @@ The router runs the janitor every ``janitor_interval_s``. A job is due when it i
 without a finish time, created) more than ``ttl_days`` ago — the days of the rule that
 routed it, ``DEFAULT_TTL_DAYS`` when it has none; ``ttl_days = 0`` keeps a rule's jobs.
 Purging deletes the received instance files and the result files, drops the instance rows,
-blanks the patient identifiers of the series (name, ID, accession number, study date) and
-sets ``purged_at``; the job row with its status, prediction, figures, timings, log and the
-UIDs stays, so the results table still shows what happened. Files go first and the row
+blanks every patient field of the series (``pulmogate.common.phi``: name and its folded
+copy, ID, birth date, sex, accession number, study date, time and ID) and sets
+``purged_at``; the job row with its status, prediction, figures, timings, log and the UIDs
+stays, so the results table still shows what happened. Files go first and the row
 second: a crash in between leaves the job due, and the next round finishes it.
 """
 
 import asyncio
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from pulmogate.common.db.models import (
     utcnow,
 )
 from pulmogate.common.joblog import add_log
+from pulmogate.common.phi import patient_columns
 from pulmogate.common.runtime import Context
 from pulmogate.common.storage import Storage
 
@@ -94,8 +95,7 @@ async def _purge_batch(
             await session.execute(delete(Instance).where(Instance.series_id == job.series_id))
             series = await session.get(Series, job.series_id)
             if series is not None:
-                series.patient_name = series.patient_id = series.accession_number = ""
-                series.study_date = ""
+                _blank_patient_data(series)
             job.purged_at = now
             ttl = rule_ttl.get(job.rule_id or 0, DEFAULT_TTL_DAYS)
             add_log(
@@ -110,12 +110,18 @@ async def _purge_batch(
         return done, [j.id for j in candidates]
 
 
+def _blank_patient_data(series: Series) -> None:
+    """Empty every column of the series that holds patient data (``pulmogate.common.phi``)."""
+    for name in patient_columns(Series.__table__.columns.keys()):
+        setattr(series, name, "")
+
+
 def _purge_files(files: list[Path], storage: Storage, job_id: int) -> None:
     """Delete the job's files, then whatever is left of its results folder."""
     for path in files:
         if not storage.remove(path):
             log.warning("not purging a file outside storage", job_file=str(path))
-    shutil.rmtree(storage.root / "results" / str(int(job_id)), ignore_errors=True)
+    storage.remove_results(job_id)
 
 
 async def run_janitor(ctx: Context) -> None:

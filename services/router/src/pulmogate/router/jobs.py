@@ -85,7 +85,9 @@ async def decide(session: AsyncSession, job: Job, series: Series, settings: Sett
     """
     if series.status == SeriesStatus.COMPLETE:
         series.status = SeriesStatus.ROUTED
-    rule, no_match = await rule_for(session, series)
+    rule, no_match = await rule_for(
+        session, series, timeout_s=settings.rule_regex_timeout_ms / 1000
+    )
     job.rule_id = rule.id if rule else None
     instances = (
         await session.scalars(select(Instance).where(Instance.series_id == series.id))

@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pulmogate.common.db.models import RoutingRule, Series
 from pulmogate.common.db.operations import Upload
 from pulmogate.common.routing import RuleSnapshot, SeriesSource, choose
-from pulmogate.common.settings import get_settings
 
 
 def source_of(series: Series) -> SeriesSource:
@@ -37,12 +36,12 @@ async def enabled_rules(session: AsyncSession) -> list[RoutingRule]:
 
 
 async def rule_for(
-    session: AsyncSession, series: Series, *, timeout_s: float | None = None
+    session: AsyncSession, series: Series, *, timeout_s: float
 ) -> tuple[RoutingRule | None, str]:
     """The winning rule (or None) and, when none wins, the sentence saying why.
 
     An upload that named a rule is routed by that rule (if it is still enabled).
-    ``timeout_s`` defaults to the process settings' ``rule_regex_timeout_ms``.
+    ``timeout_s`` bounds each description filter (``rule_regex_timeout_ms`` of the settings).
     """
     chosen = await session.scalar(
         select(RoutingRule)
@@ -53,8 +52,6 @@ async def rule_for(
         if chosen.enabled:
             return chosen, ""
         return None, f"the rule {chosen.name!r} chosen for this upload is disabled"
-    if timeout_s is None:
-        timeout_s = get_settings().rule_regex_timeout_ms / 1000
     rules = {rule.id: rule for rule in await enabled_rules(session)}
     snapshots = [RuleSnapshot.of(rule) for rule in rules.values()]
     source = source_of(series)

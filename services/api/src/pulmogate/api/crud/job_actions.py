@@ -2,7 +2,6 @@
 results as a zip. Each has a defined answer in every job state (docs/api.md)."""
 
 import os
-import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from sqlalchemy.orm import selectinload
 
 from pulmogate.api.errors import Conflict, NotFound
 from pulmogate.api.operations_schemas import ReanalyseResult, ResendResult
+from pulmogate.api.previews import PICTURE_KINDS
 from pulmogate.common.db.models import (
     DeliveryStatus,
     Instance,
@@ -157,7 +157,7 @@ async def delete_job(session: AsyncSession, storage: Storage, job_id: int, user:
     await session.execute(delete(Series).where(Series.id == series_id))
     await session.commit()
     remove_files(paths, storage)
-    shutil.rmtree(storage.root / "results" / str(int(job_id)), ignore_errors=True)
+    storage.remove_results(job_id)
     log.info("job deleted", job_id=job_id, user=user, files=len(paths))
 
 
@@ -167,6 +167,21 @@ class ResultFile:
 
     kind: str
     path: Path
+
+
+async def picture_path(session: AsyncSession, job_id: int, output_id: int) -> Path:
+    """The file of one of the job's pictures (summary, notice or overlay), or NotFound."""
+    await _job(session, job_id)
+    path = await session.scalar(
+        select(OutputObject.path).where(
+            OutputObject.id == output_id,
+            OutputObject.job_id == job_id,
+            OutputObject.kind.in_(PICTURE_KINDS),
+        )
+    )
+    if path is None:
+        raise NotFound("no such image")
+    return Path(path)
 
 
 async def get_job_for_zip(session: AsyncSession, job_id: int) -> list[ResultFile]:

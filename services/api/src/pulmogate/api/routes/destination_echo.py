@@ -5,9 +5,8 @@ import time
 
 from fastapi import APIRouter
 
-from pulmogate.api.access import Operator
 from pulmogate.api.crud import destinations as crud
-from pulmogate.api.deps import ContextDep, SessionDep
+from pulmogate.api.deps import ContextDep, OperatorDep, SessionDep
 from pulmogate.api.operations_schemas import EchoResult
 from pulmogate.api.routes.responses import not_found
 from pulmogate.common.dicom.scu import echo
@@ -21,7 +20,7 @@ ECHO_TIMEOUT_S = 15.0
     "/{destination_id}/echo", response_model=EchoResult, responses=not_found("destination")
 )
 async def echo_destination(
-    destination_id: int, session: SessionDep, ctx: ContextDep, _user: Operator
+    destination_id: int, session: SessionDep, ctx: ContextDep, _user: OperatorDep
 ) -> EchoResult:
     """Associate with the destination and send C-ECHO; the answer says whether it worked."""
     dest = await crud.get_destination(session, destination_id)

@@ -4,9 +4,8 @@ import asyncio
 
 from fastapi import APIRouter
 
-from pulmogate.api.access import Operator
 from pulmogate.api.crud import rules as crud
-from pulmogate.api.deps import ContextDep, SessionDep
+from pulmogate.api.deps import ContextDep, OperatorDep, SessionDep
 from pulmogate.api.operations_schemas import RuleTestRequest, RuleTestResult, RuleVerdict
 from pulmogate.common.routing import (
     RuleSnapshot,
@@ -43,7 +42,7 @@ def verdicts(
 
 @router.post("/test", response_model=RuleTestResult)
 async def test_rules(
-    body: RuleTestRequest, session: SessionDep, ctx: ContextDep, _user: Operator
+    body: RuleTestRequest, session: SessionDep, ctx: ContextDep, _user: OperatorDep
 ) -> RuleTestResult:
     """Match sample attributes against every rule, exactly as the router does.
 

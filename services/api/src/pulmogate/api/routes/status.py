@@ -5,9 +5,8 @@ import asyncio
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from pulmogate.api.access import Viewer
 from pulmogate.api.crud.jobs import count_by_status
-from pulmogate.api.deps import ContextDep, SessionDep
+from pulmogate.api.deps import ContextDep, SessionDep, UserDep
 from pulmogate.api.operations_schemas import DiskState, ServiceState, SystemStatus
 from pulmogate.common.db.models import utcnow
 from pulmogate.common.db.operations import ServiceHeartbeat
@@ -75,6 +74,6 @@ async def system_status(ctx: Context, session: SessionDep) -> SystemStatus:
 
 
 @router.get("/status", response_model=SystemStatus)
-async def get_status(ctx: ContextDep, session: SessionDep, _user: Viewer) -> SystemStatus:
+async def get_status(ctx: ContextDep, session: SessionDep, _user: UserDep) -> SystemStatus:
     """Services (last heartbeat), queue depths, disk use and whether new data is accepted."""
     return await system_status(ctx, session)

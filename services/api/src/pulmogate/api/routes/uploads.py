@@ -9,11 +9,10 @@ from typing import IO, Annotated
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field
 
-from pulmogate.api.access import Operator
 from pulmogate.api.auditing import audit_change
 from pulmogate.api.auth import CSRF_FIELD, CurrentUser
 from pulmogate.api.crud import rules as rules_crud
-from pulmogate.api.deps import ContextDep
+from pulmogate.api.deps import ContextDep, OperatorDep
 from pulmogate.api.errors import InvalidField
 from pulmogate.api.operations_schemas import UploadResult
 from pulmogate.api.routes.responses import Responses, conflict, not_found
@@ -145,7 +144,7 @@ MULTIPART_BODY = {
     },
     openapi_extra=MULTIPART_BODY,
 )
-async def upload(request: Request, ctx: ContextDep, user: Operator) -> UploadResult:
+async def upload(request: Request, ctx: ContextDep, user: OperatorDep) -> UploadResult:
     """Check every file (zip-slip, zip bombs, symlinks, non-DICOM are refused), store, route.
 
     The body is read only now, after the caller's role was checked, straight into a staging
@@ -223,7 +222,7 @@ def _state(ctx: Context, meta: chunked.SessionMeta) -> SessionState:
         413: {"model": ErrorMessage, "description": "Declared size over the limit"},
     },
 )
-async def open_session(body: SessionCreate, ctx: ContextDep, user: Operator) -> SessionState:
+async def open_session(body: SessionCreate, ctx: ContextDep, user: OperatorDep) -> SessionState:
     """Start a resumable upload of one file (refused at once when it cannot fit)."""
     chunked.check_declared_size(body.filename, body.size, ctx.settings.upload_max_bytes)
     await _check_space(ctx)
@@ -254,7 +253,7 @@ def _check_room(ctx: Context, filename: str, size: int) -> None:
 @router.get(
     "/sessions/{session_id}", response_model=SessionState, responses=not_found("upload session")
 )
-async def session_state(session_id: str, ctx: ContextDep, user: Operator) -> SessionState:
+async def session_state(session_id: str, ctx: ContextDep, user: OperatorDep) -> SessionState:
     """How many bytes arrived: a client resumes at ``offset``."""
     meta = chunked.load(ctx.storage, session_id, user.name, admin=user.role == Role.ADMIN)
     return _state(ctx, meta)
@@ -282,7 +281,7 @@ async def put_chunk(
     session_id: str,
     request: Request,
     ctx: ContextDep,
-    user: Operator,
+    user: OperatorDep,
     offset: Annotated[int, Query(ge=0, description="Where this chunk starts in the file")],
 ) -> SessionState:
     """Append one chunk (raw bytes, at most 64 MiB) at ``offset``.
@@ -320,7 +319,7 @@ async def put_chunk(
     },
 )
 async def finish_sessions(
-    body: SessionsFinish, request: Request, ctx: ContextDep, user: Operator
+    body: SessionsFinish, request: Request, ctx: ContextDep, user: OperatorDep
 ) -> UploadResult:
     """Check and store the sessions' files as one upload.
 

@@ -43,7 +43,7 @@ class SessionMeta:
 
 def sessions_root(storage: Storage) -> Path:
     """Where sessions live (on the storage volume, so finishing moves, not copies)."""
-    return storage.root / "uploads-staging" / "sessions"
+    return storage.upload_sessions_folder()
 
 
 def _folder(storage: Storage, session_id: str) -> Path:

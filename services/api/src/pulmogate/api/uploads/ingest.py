@@ -112,7 +112,7 @@ def file_into_storage(items: list[CheckedFile], storage: Storage) -> list[Instan
 
 def staging_dir(storage: Storage) -> Path:
     """A fresh folder for one upload on the storage volume (renames stay on one filesystem)."""
-    root = storage.root / "uploads-staging"
+    root = storage.staging_folder()
     root.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(dir=root, prefix=f"{uuid.uuid4().hex[:8]}-"))
 

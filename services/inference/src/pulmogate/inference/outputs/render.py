@@ -47,15 +47,6 @@ def boundary(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
-def blend(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], alpha: int) -> None:
-    """Blend ``colour`` over ``rgb`` where ``mask`` is set, in place (alpha out of 256)."""
-    if not mask.any():
-        return
-    pixels = rgb[mask].astype(np.uint16)
-    pixels = (pixels * (256 - alpha) + np.asarray(colour, np.uint16) * alpha) >> 8
-    rgb[mask] = pixels.astype(np.uint8)
-
-
 @lru_cache(maxsize=1)
 def _lesion_lut() -> np.ndarray:
     """A (5 * 256, 3) uint8 table indexed by state * 256 + grey, where state is 0 (no
@@ -73,7 +64,8 @@ def _lesion_lut() -> np.ndarray:
 def lesion_slice(grey: np.ndarray, lesions: np.ndarray) -> np.ndarray:
     """An RGB slice: grey anatomy, lesions as translucent fill with an opaque contour.
 
-    One table look-up per pixel (the same colours as ``blend`` and a contour on top)."""
+    One table look-up per pixel: each lesion colour blended over the grey at ``FILL_ALPHA``
+    out of 256, and an opaque contour on top."""
     state = lesions.astype(np.uint16)
     for label in LESION_COLOURS:
         mask = lesions == label

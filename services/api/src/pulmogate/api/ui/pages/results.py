@@ -1,17 +1,12 @@
 """The results table, a job's page with previews, resend, re-analysis, delete, and the
 new-task page."""
 
-import asyncio
-import io
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import select
 
 from pulmogate.api.ui.backend import Backend
 from pulmogate.api.ui.pages.kit import (
-    app_context,
     back,
     form_fields,
     outcome,
@@ -19,11 +14,10 @@ from pulmogate.api.ui.pages.kit import (
     say,
     whoami,
 )
-from pulmogate.common.db.models import FINAL_JOB_STATUSES, JobStatus, OutputObject
+from pulmogate.common.db.models import FINAL_JOB_STATUSES, JobStatus
 
 PAGE_SIZE = 25
 REFRESH_S = 5  # while a series arrives or a job is in progress
-PREVIEW_PX = 384
 PREVIEW_OVERLAYS = 4
 
 router = APIRouter(include_in_schema=False)
@@ -85,7 +79,7 @@ async def job_page(job_id: int, request: Request) -> Response:
         log = await api.get(f"/jobs/{job_id}/log")
     if not job.ok:
         return back("/jobs", error=job.error)
-    previews = await _preview_ids(request, job_id)
+    previews = _preview_ids(job.data["outputs"])
     in_progress = job.data["status"] not in FINAL_JOB_STATUSES
     return render(
         request,
@@ -98,20 +92,11 @@ async def job_page(job_id: int, request: Request) -> Response:
     )
 
 
-async def _preview_ids(request: Request, job_id: int) -> list[int]:
-    """The output rows shown as key images: the summary page (or the failure notice page)
-    and a few overlay slices."""
-    async with app_context(request).db.sessions() as session:
-        rows = (
-            await session.execute(
-                select(OutputObject.id, OutputObject.kind)
-                .where(OutputObject.job_id == job_id)
-                .where(OutputObject.kind.in_(["summary", "notice", "overlay"]))
-                .order_by(OutputObject.id)
-            )
-        ).all()
-    summary = [i for i, kind in rows if kind in ("summary", "notice")]
-    overlay = [i for i, kind in rows if kind == "overlay"]
+def _preview_ids(outputs: list[dict[str, Any]]) -> list[int]:
+    """The outputs (of the job's API answer, in id order) shown as key images: the summary
+    page (or the failure notice page) and a few overlay slices."""
+    summary = [o["id"] for o in outputs if o["kind"] in ("summary", "notice")]
+    overlay = [o["id"] for o in outputs if o["kind"] == "overlay"]
     if len(overlay) > PREVIEW_OVERLAYS:
         # Evenly spaced through the middle of the lungs, where lesions show best.
         step = len(overlay) / (PREVIEW_OVERLAYS + 1)
@@ -119,47 +104,17 @@ async def _preview_ids(request: Request, job_id: int) -> list[int]:
     return summary[:1] + overlay
 
 
-def _png(path: Path) -> bytes:
-    """A downsized PNG of a DICOM image (RGB secondary captures, or grey)."""
-    import numpy as np
-    from PIL import Image
-    from pydicom import dcmread
-
-    ds = dcmread(path)
-    pixels = ds.pixel_array
-    if pixels.ndim == 3 and pixels.shape[-1] != 3:
-        pixels = pixels[pixels.shape[0] // 2]
-    if pixels.ndim == 2:
-        lo, hi = float(pixels.min()), float(pixels.max())
-        pixels = ((pixels - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
-    image = Image.fromarray(pixels.astype(np.uint8))
-    image.thumbnail((PREVIEW_PX, PREVIEW_PX))
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
 @router.get("/jobs/{job_id}/preview/{output_id}.png")
 async def preview(job_id: int, output_id: int, request: Request) -> Response:
     """A key image of the job as PNG (any signed-in user who may read jobs)."""
     await whoami(request)
     async with Backend(request) as api:
-        allowed = await api.get(f"/jobs/{job_id}")
-    if not allowed.ok:
-        return Response(allowed.error, status_code=allowed.status, media_type="text/plain")
-    async with app_context(request).db.sessions() as session:
-        path = await session.scalar(
-            select(OutputObject.path).where(
-                OutputObject.id == output_id, OutputObject.job_id == job_id
-            )
-        )
-    try:
-        data = await asyncio.to_thread(_png, Path(path)) if path is not None else None
-    except FileNotFoundError:
-        data = None
-    if data is None:
-        return Response("no such image", status_code=404, media_type="text/plain")
-    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+        image = await api.get(f"/jobs/{job_id}/outputs/{output_id}/preview.png")
+    if not image.ok:
+        return Response(image.error, status_code=image.status, media_type="text/plain")
+    return Response(
+        image.content, media_type="image/png", headers={"Cache-Control": "private, max-age=300"}
+    )
 
 
 @router.post("/jobs/{job_id}/resend")

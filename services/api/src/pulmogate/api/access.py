@@ -1,6 +1,0 @@
-"""Who may call the operations routes: operators change and test, viewers read."""
-
-from pulmogate.api.deps import OperatorDep, ViewerDep
-
-Operator = OperatorDep
-Viewer = ViewerDep
