@@ -128,7 +128,7 @@ async def _forget(ctx: Context) -> None:
     async with ctx.db.session() as session:
         for model in (Upload, Instance, OutboxMessage, Series):
             await session.execute(delete(model))
-    for path in (ctx.storage.root / "incoming").rglob("*.dcm"):
+    for path in ctx.storage.incoming_folder().rglob("*.dcm"):
         path.unlink()
 
 
