@@ -14,7 +14,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from tests.fixtures.gateway import PULMOGATE, Gateway
+from tests.fixtures.gateway import PULMOGATE, Gateway, answers_echo
 
 RABBITMQCTL = "/usr/sbin/rabbitmqctl"
 
@@ -39,13 +39,7 @@ def wait_echo(gw: Gateway, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         gw.assert_alive()
-        echo = subprocess.run(
-            ["/usr/bin/echoscu", "-aec", "PULMOGATE", "127.0.0.1", str(gw.dicom_port)],
-            capture_output=True,
-            check=False,
-        )
-        # Under the default source policy an unnamed AE is rejected: also an answer.
-        if echo.returncode == 0 or b"Association Rejected" in echo.stderr + echo.stdout:
+        if answers_echo(gw):
             return
         time.sleep(0.2)
     raise AssertionError("receiver did not answer C-ECHO after restart")
@@ -206,6 +200,12 @@ def queue_depths(amqp_url: str) -> dict[str, int]:
         capture_output=True,
         text=True,
     ).stdout
+    return held_messages(listed)
+
+
+def held_messages(listed: str) -> dict[str, int]:
+    """The queues of a ``list_queues name messages`` listing that hold messages, delay
+    queues aside."""
     depths = {}
     for line in listed.splitlines():
         name, _, count = line.partition("\t")

@@ -12,13 +12,17 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from pydicom import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from tests.fixtures.gateway import Gateway, add_route, run_gateway
 from tests.fixtures.infra import free_port
+from tests.reliability.faults import wait_until
 
 
 @dataclass
@@ -51,6 +55,19 @@ class RecordingSCP:
         """UIDs among ``uids`` that were sent more than once, with their counts."""
         return {u: n for u, n in Counter(self.received(uids)).items() if n > 1}
 
+    @contextmanager
+    def slowed(self, delay_s: float) -> Iterator[None]:
+        """Each C-STORE takes ``delay_s`` inside the block (time to interrupt a delivery)."""
+        self.delay_s = delay_s
+        try:
+            yield
+        finally:
+            self.delay_s = 0.0
+
+    def wait_for_more_than(self, count: int, timeout: float) -> None:
+        """Wait until more than ``count`` requests arrived (the first C-STOREs of a delivery)."""
+        wait_until(lambda: len(self.requests) > count, timeout, "the first C-STOREs")
+
 
 @contextmanager
 def recording_scp(ae_title: str = "RECORDER") -> Iterator[RecordingSCP]:
@@ -69,3 +86,14 @@ def recording_scp(ae_title: str = "RECORDER") -> Iterator[RecordingSCP]:
         yield scp
     finally:
         server.shutdown()
+
+
+@contextmanager
+def gateway_recorded_by(
+    destination: RecordingSCP, tmp: Path, commands: list[list[str]], **settings: Any
+) -> Iterator[Gateway]:
+    """``run_gateway(tmp, commands, **settings)`` with one rule, ``recorder``, that sends
+    every series' results to ``destination``."""
+    with run_gateway(tmp, commands, **settings) as gw:
+        add_route(gw, destination.port, dest_aet=destination.ae_title, name="recorder")
+        yield gw

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from pulmogate.tools.phantom import make_phantom, write_series
-from tests.fixtures.gateway import Gateway, add_route, run_gateway
+from tests.fixtures.datasets import phantom_series, series_uid_of
+from tests.fixtures.gateway import Gateway
 from tests.fixtures.log_search import appears
 from tests.reliability.faults import (
     close_vhost_connections,
@@ -31,7 +31,7 @@ from tests.reliability.faults import (
     wait_echo,
     wait_until,
 )
-from tests.reliability.recording_scp import RecordingSCP, recording_scp
+from tests.reliability.recording_scp import RecordingSCP, gateway_recorded_by
 from tests.reliability.scu import send_series, sop_uid
 
 pytestmark = pytest.mark.e2e
@@ -50,21 +50,12 @@ ENV = {
 
 
 @pytest.fixture(scope="module")
-def destination() -> Iterator[RecordingSCP]:
-    with recording_scp() as scp:
-        yield scp
-
-
-@pytest.fixture(scope="module")
 def gateway(
-    tmp_path_factory: pytest.TempPathFactory,
-    pg_url: str,
-    amqp_url: str,
-    destination: RecordingSCP,
+    tmp_path_factory: pytest.TempPathFactory, pg_url: str, amqp_url: str, destination: RecordingSCP
 ) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("gateway")
-    with run_gateway(tmp, SERVICES, database_url=pg_url, broker_url=amqp_url, extra_env=ENV) as gw:
-        add_route(gw, destination.port, dest_aet=destination.ae_title, name="recorder")
+    urls = {"database_url": pg_url, "broker_url": amqp_url}
+    with gateway_recorded_by(destination, tmp, SERVICES, **urls, extra_env=ENV) as gw:
         yield gw
 
 
@@ -73,29 +64,16 @@ _seed = iter(range(100, 1000))
 
 def new_series(tmp_path: Path) -> list[Path]:
     """A fresh small chest CT series (new study and series UIDs) with distinctive PHI."""
-    seed = next(_seed)
-    folder = tmp_path / f"ct{seed}"
-    write_series(
-        make_phantom(
-            slices=SLICES,
-            size=SIZE,
-            pixel_spacing_mm=2.8,
-            slice_thickness_mm=2.5,
-            involvement=0.3,
-            seed=seed,
-        ),
-        folder,
+    return phantom_series(
+        tmp_path,
+        next(_seed),
+        slices=SLICES,
+        size=SIZE,
+        pixel_spacing_mm=2.8,
+        slice_thickness_mm=2.5,
         patient_name=PATIENT_NAME,
         patient_id=PATIENT_ID,
-        seed=seed,
     )
-    return sorted(folder.iterdir())
-
-
-def series_uid_of(files: list[Path]) -> str:
-    from pydicom import dcmread
-
-    return str(dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
 
 
 def jobs_of(gw: Gateway, series_uid: str) -> list[dict[str, Any]]:
@@ -173,6 +151,18 @@ def assert_delivered_once(
     assert set(received) == outputs
     if not resend_allowed:
         assert not destination.duplicates(outputs), destination.duplicates(outputs)
+
+
+def assert_nothing_stuck(gw: Gateway, pg_url: str) -> None:
+    """Every job done, every delivery delivered, every series announced, the outbox
+    drained, no message parked."""
+    assert sql(pg_url, "SELECT status FROM jobs WHERE status NOT IN ('done')") == []
+    assert sql(pg_url, "SELECT status FROM deliveries WHERE status <> 'delivered'") == []
+    assert sql(pg_url, "SELECT status FROM series WHERE status = 'receiving'") == []
+    assert sql(pg_url, "SELECT id FROM outbox WHERE published_at IS NULL") == []
+    with gw.client() as client:
+        parked = client.get("/api/v1/dead-letters")
+    assert parked.status_code == 200 and parked.json() == [], parked.text
 
 
 def test_receiver_killed_mid_association_loses_no_acknowledged_instance(
@@ -326,13 +316,10 @@ def test_sender_killed_mid_association_resends_and_the_destination_keeps_one_cop
     files = new_series(tmp_path)
     series_uid = series_uid_of(files)
     before = len(destination.requests)
-    destination.delay_s = 0.2
-    try:
+    with destination.slowed(0.2):
         send_series(gateway.dicom_port, files)
-        wait_until(lambda: len(destination.requests) > before + 2, 90, "the first C-STOREs")
+        destination.wait_for_more_than(before + 2, 90)
         kill(gateway, "sender")
-    finally:
-        destination.delay_s = 0.0
     restart(gateway, "sender")
     job = wait_final_job(gateway, series_uid)
     # At-least-once: the interrupted association is sent again in full; the SOP Instance
@@ -351,15 +338,12 @@ def test_sender_stopped_mid_association_finishes_it_before_exiting(
     files = new_series(tmp_path)
     series_uid = series_uid_of(files)
     before = len(destination.requests)
-    destination.delay_s = 0.1
-    try:
+    with destination.slowed(0.1):
         send_series(gateway.dicom_port, files)
-        wait_until(lambda: len(destination.requests) > before + 2, 90, "the first C-STOREs")
+        destination.wait_for_more_than(before + 2, 90)
         sender = gateway.processes["sender"]
         sender.send_signal(signal.SIGTERM)
         assert sender.wait(timeout=30) == 0
-    finally:
-        destination.delay_s = 0.0
     restart(gateway, "sender")
     job = wait_final_job(gateway, series_uid)
     assert_delivered_once(job, destination)
@@ -374,14 +358,11 @@ def test_broker_connections_cut_while_announcing_and_while_sending_lose_and_dupl
     send_series(gateway.dicom_port, files)
     # Cut 1: the series is about to be announced (quiet period of 1 s).
     assert close_vhost_connections(amqp_url) >= 4
-    destination.delay_s = 0.1
-    try:
+    with destination.slowed(0.1):
         # Cut 2: the sender is in the middle of its association with the destination.
-        wait_until(lambda: len(destination.requests) > before + 2, 90, "the first C-STOREs")
+        destination.wait_for_more_than(before + 2, 90)
         # At least the consumers doing the work are back (reconnecting takes about 5 s).
         assert close_vhost_connections(amqp_url) >= 3
-    finally:
-        destination.delay_s = 0.0
     job = wait_final_job(gateway, series_uid)
     # The interrupted consumer's association was not abandoned and restarted.
     assert_delivered_once(job, destination)
@@ -457,13 +438,7 @@ def test_after_all_the_faults_nothing_is_stuck(
     """Runs after the fault tests: every job final, every delivery final, every series
     announced, the outbox drained, no message waiting or parked."""
     time.sleep(2)  # let the last outbox round and the last acks land
-    assert sql(pg_url, "SELECT status FROM jobs WHERE status NOT IN ('done')") == []
-    assert sql(pg_url, "SELECT status FROM deliveries WHERE status <> 'delivered'") == []
-    assert sql(pg_url, "SELECT status FROM series WHERE status = 'receiving'") == []
-    assert sql(pg_url, "SELECT id FROM outbox WHERE published_at IS NULL") == []
-    with gateway.client() as client:
-        parked = client.get("/api/v1/dead-letters")
-    assert parked.status_code == 200 and parked.json() == [], parked.text
+    assert_nothing_stuck(gateway, pg_url)
     assert queue_depths(amqp_url) == {}
 
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from pulmogate.tools.phantom import make_phantom, write_series
-from tests.fixtures.gateway import Gateway, add_route, run_gateway
+from tests.fixtures.datasets import phantom_series, series_uid_of
+from tests.fixtures.gateway import Gateway
 from tests.fixtures.log_search import appears
 from tests.reliability.faults import kill, restart, sqlite_rows, wait_api, wait_until
-from tests.reliability.recording_scp import RecordingSCP, recording_scp
+from tests.reliability.recording_scp import RecordingSCP, gateway_recorded_by
 from tests.reliability.scu import send_series, sop_uid
 
 pytestmark = pytest.mark.e2e
@@ -41,18 +41,11 @@ FINAL = {"done", "failed", "rejected", "ignored", "no_license", "license_expired
 
 
 @pytest.fixture(scope="module")
-def destination() -> Iterator[RecordingSCP]:
-    with recording_scp() as scp:
-        yield scp
-
-
-@pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, destination: RecordingSCP
 ) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("embedded")
-    with run_gateway(tmp, [["up"]], extra_env=ENV) as gw:
-        add_route(gw, destination.port, dest_aet=destination.ae_title, name="recorder")
+    with gateway_recorded_by(destination, tmp, [["up"]], extra_env=ENV) as gw:
         yield gw
 
 
@@ -61,29 +54,16 @@ _seed = iter(range(300, 1000))
 
 def new_series(tmp_path: Path, slices: int, size: int = 96) -> list[Path]:
     """A fresh chest CT phantom (new UIDs), numbered 1..slices, with distinctive PHI."""
-    seed = next(_seed)
-    folder = tmp_path / f"ct{seed}"
-    write_series(
-        make_phantom(
-            slices=slices,
-            size=size,
-            pixel_spacing_mm=350 / size,
-            slice_thickness_mm=1.25,
-            involvement=0.3,
-            seed=seed,
-        ),
-        folder,
+    return phantom_series(
+        tmp_path,
+        next(_seed),
+        slices=slices,
+        size=size,
+        pixel_spacing_mm=350 / size,
+        slice_thickness_mm=1.25,
         patient_name=PATIENT_NAME,
         patient_id=PATIENT_ID,
-        seed=seed,
     )
-    return sorted(folder.iterdir())
-
-
-def series_uid_of(files: list[Path]) -> str:
-    from pydicom import dcmread
-
-    return str(dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
 
 
 def db(gw: Gateway, query: str) -> list[tuple[Any, ...]]:
@@ -197,13 +177,10 @@ def test_up_killed_mid_delivery_sends_again_and_the_destination_keeps_one_copy(
     files = new_series(tmp_path, 40)
     series_uid = series_uid_of(files)
     before = len(destination.requests)
-    destination.delay_s = 0.1
-    try:
+    with destination.slowed(0.1):
         send_series(gateway.dicom_port, files)
-        wait_until(lambda: len(destination.requests) > before + 3, 90, "the first C-STOREs")
+        destination.wait_for_more_than(before + 3, 90)
         crash(gateway)
-    finally:
-        destination.delay_s = 0.0
     start_again(gateway)
     detail = wait_job(gateway, series_uid)
 

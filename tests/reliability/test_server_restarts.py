@@ -15,25 +15,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.gateway import Gateway, add_route, run_gateway
+from tests.fixtures.datasets import series_uid_of
+from tests.fixtures.gateway import Gateway
 from tests.fixtures.private_servers import (
     PrivatePostgres,
     PrivateRabbitMQ,
     private_postgres,
     private_rabbitmq,
 )
-from tests.reliability.faults import sql, wait_until
-from tests.reliability.recording_scp import RecordingSCP, recording_scp
+from tests.reliability.faults import held_messages, sql, wait_until
+from tests.reliability.recording_scp import RecordingSCP, gateway_recorded_by
 from tests.reliability.scu import send_series, sop_uid
 from tests.reliability.test_crash_recovery import (
     ENV,
     SERVICES,
     SLICES,
     assert_delivered_once,
+    assert_nothing_stuck,
     assert_stored,
     job_status,
     new_series,
-    series_uid_of,
     wait_final_job,
 )
 
@@ -45,12 +46,6 @@ PROCESSING_FAILURE = 0x0110
 
 
 @pytest.fixture(scope="module")
-def destination() -> Iterator[RecordingSCP]:
-    with recording_scp() as scp:
-        yield scp
-
-
-@pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory,
     private_postgres: PrivatePostgres,
@@ -58,26 +53,14 @@ def gateway(
     destination: RecordingSCP,
 ) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("gateway")
-    with run_gateway(
-        tmp,
-        SERVICES,
-        database_url=private_postgres.url,
-        broker_url=private_rabbitmq.url,
-        extra_env=ENV,
-    ) as gw:
-        add_route(gw, destination.port, dest_aet=destination.ae_title, name="recorder")
+    urls = {"database_url": private_postgres.url, "broker_url": private_rabbitmq.url}
+    with gateway_recorded_by(destination, tmp, SERVICES, **urls, extra_env=ENV) as gw:
         yield gw
 
 
 def queue_depths(broker: PrivateRabbitMQ) -> dict[str, int]:
     """Queues of the private node that hold messages (ready or unacked), delay queues aside."""
-    listed = broker.ctl("list_queues", "-q", "--no-table-headers", "name", "messages")
-    depths = {}
-    for line in listed.splitlines():
-        name, _, count = line.partition("\t")
-        if count.strip() not in ("", "0") and not name.startswith("pulmogate.delay."):
-            depths[name] = int(count)
-    return depths
+    return held_messages(broker.ctl("list_queues", "-q", "--no-table-headers", "name", "messages"))
 
 
 def test_rabbitmq_restarted_mid_analysis_and_mid_delivery_loses_and_duplicates_nothing(
@@ -100,12 +83,9 @@ def test_rabbitmq_restarted_mid_analysis_and_mid_delivery_loses_and_duplicates_n
 
     # Restart 2: the sender is in the middle of its association with the destination.
     before = len(destination.requests)
-    destination.delay_s = 0.2
-    try:
-        wait_until(lambda: len(destination.requests) > before + 2, 90, "the first C-STOREs")
+    with destination.slowed(0.2):
+        destination.wait_for_more_than(before + 2, 90)
         private_rabbitmq.restart()
-    finally:
-        destination.delay_s = 0.0
 
     job = wait_final_job(gateway, series_uid)
     assert job["attempts"] == 1, "the job was analysed twice"
@@ -196,12 +176,6 @@ def test_after_the_restarts_nothing_is_stuck(
     time.sleep(2)  # let the last outbox round and the last acks land
     url = private_postgres.url
     assert sql(url, "SELECT count(*) FROM jobs") == [["3"]]
-    assert sql(url, "SELECT status FROM jobs WHERE status <> 'done'") == []
-    assert sql(url, "SELECT status FROM deliveries WHERE status <> 'delivered'") == []
-    assert sql(url, "SELECT status FROM series WHERE status = 'receiving'") == []
-    assert sql(url, "SELECT id FROM outbox WHERE published_at IS NULL") == []
-    with gateway.client() as client:
-        parked = client.get("/api/v1/dead-letters")
-    assert parked.status_code == 200 and parked.json() == [], parked.text
+    assert_nothing_stuck(gateway, url)
     assert queue_depths(private_rabbitmq) == {}
     gateway.assert_alive()
