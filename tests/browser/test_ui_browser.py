@@ -6,7 +6,6 @@ reads its log, downloads its results and deletes it. Screenshots of each step ar
 """
 
 import io
-import os
 import re
 import zipfile
 from collections.abc import Iterator
@@ -15,26 +14,16 @@ from pathlib import Path
 import pytest
 
 from pulmogate.tools.phantom import make_phantom, write_series
+from tests.fixtures.browser import BROWSER_MARKS, artifacts_folder, chromium, playwright_sync
 from tests.fixtures.gateway import ADMIN_PASSWORD, ADMIN_USERNAME, Gateway, run_gateway, storescp
 
-CHROMIUM = Path("/usr/bin/chromium")
-playwright_sync = pytest.importorskip("playwright.sync_api")
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/system-deps.sh)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where screenshots go."""
-    folder = Path(os.environ.get("PULMOGATE_ARTIFACTS") or tmp_path_factory.mktemp("artifacts"))
-    folder = folder / "browser"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return artifacts_folder(tmp_path_factory, "browser")
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +70,7 @@ def test_operator_uploads_a_study_and_follows_it_to_its_results(
     gateway: tuple[Gateway, int], phantom_zip: Path, artifacts: Path
 ) -> None:
     gw, _port = gateway
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+    with chromium() as browser:
         context = browser.new_context(
             accept_downloads=True, viewport={"width": 1400, "height": 900}
         )
@@ -173,4 +161,3 @@ def test_operator_uploads_a_study_and_follows_it_to_its_results(
         expect(page.locator("#disk")).to_contain_text("limit 90 %")
         shot("07-status-ru")
         context.close()
-        browser.close()

@@ -9,7 +9,6 @@ job is done. A search for `muller` (no accent, lower case) finds it; the row sho
 received time, the patient ID, the accession number and the study date.
 """
 
-import os
 import re
 import subprocess
 import threading
@@ -20,35 +19,24 @@ import pytest
 
 from pulmogate.tools.phantom import make_phantom, write_series
 from tests.fixtures import quirks
-from tests.fixtures.gateway import (
-    ADMIN_PASSWORD,
-    ADMIN_USERNAME,
-    Gateway,
-    add_route,
-    run_gateway,
-    storescu,
+from tests.fixtures.browser import (
+    BROWSER_MARKS,
+    artifacts_folder,
+    chromium,
+    playwright_sync,
+    sign_in,
 )
+from tests.fixtures.gateway import Gateway, add_route, run_gateway, storescu
 from tests.fixtures.infra import free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-playwright_sync = pytest.importorskip("playwright.sync_api")
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/system-deps.sh)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 NAME, PATIENT_ID, ACCESSION = "MÜLLER^JÖRG", "HOSP-0042", "ACC-77812"
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where screenshots go."""
-    folder = Path(os.environ.get("PULMOGATE_ARTIFACTS") or tmp_path_factory.mktemp("artifacts"))
-    folder = folder / "browser-find"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return artifacts_folder(tmp_path_factory, "browser-find")
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +83,7 @@ def test_an_operator_sees_a_patients_series_arrive_finds_its_job_and_watches_it_
     gateway: tuple[Gateway, int, Path], series: Path, artifacts: Path
 ) -> None:
     gw, viewer_port, tmp = gateway
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+    with chromium() as browser:
         context = browser.new_context(viewport={"width": 1500, "height": 900})
         page = context.new_page()
         page.set_default_timeout(20_000)
@@ -108,10 +95,7 @@ def test_an_operator_sees_a_patients_series_arrive_finds_its_job_and_watches_it_
             page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
 
         page.goto(f"{gw.api}/jobs")
-        page.fill("input[name=username]", ADMIN_USERNAME)
-        page.fill("input[name=password]", ADMIN_PASSWORD)
-        page.click("button[type=submit]")
-        expect(page.locator("h1")).to_have_text("Results")
+        sign_in(page)
 
         sent: list[subprocess.CompletedProcess[str]] = []
         sender = threading.Thread(
@@ -176,4 +160,3 @@ def test_an_operator_sees_a_patients_series_arrive_finds_its_job_and_watches_it_
         expect(page.locator("#log")).to_contain_text("delivered")
         shot("04-job-page-done")
         context.close()
-        browser.close()

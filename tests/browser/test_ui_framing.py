@@ -5,23 +5,15 @@ import http.server
 import re
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.fixtures.browser import BROWSER_MARKS, chromium, sign_in
 from tests.fixtures.gateway import ADMIN_PASSWORD, ADMIN_USERNAME
 from tests.fixtures.infra import free_port
 from tests.security.api_process import ApiProcess, run_api
 
-CHROMIUM = Path("/usr/bin/chromium")
-playwright_sync = pytest.importorskip("playwright.sync_api")
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/system-deps.sh)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +53,7 @@ def evil_site(api: ApiProcess, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def test_another_site_can_neither_frame_the_ui_nor_sign_a_browser_in(
     api: ApiProcess, evil_site: str
 ) -> None:
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+    with chromium() as browser:
         context = browser.new_context()
         page = context.new_page()
         page.set_default_timeout(15_000)
@@ -82,12 +73,8 @@ def test_another_site_can_neither_frame_the_ui_nor_sign_a_browser_in(
 
         page.goto(f"{api.url}/login?error=Call+555-0100+now&notice=Call+555-0100+now")
         shown = page.locator("main").inner_text()
-        page.fill("input[name=username]", ADMIN_USERNAME)
-        page.fill("input[name=password]", ADMIN_PASSWORD)
-        page.click("button[type=submit]")
-        playwright_sync.expect(page.locator("h1")).to_have_text("Results")
+        sign_in(page)
         context.close()
-        browser.close()
 
     assert framed_form == 0, "the login form rendered inside another site's frame"
     assert any(re.search(r"frame-ancestors|X-Frame-Options", m) for m in blocked), blocked
