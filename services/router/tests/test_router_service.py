@@ -13,11 +13,11 @@ from pulmogate.common.db.models import (
     Series,
     SeriesStatus,
 )
+from pulmogate.common.dicom.intake.announce import arrival_of
 from pulmogate.common.events import (
     AnalysisFinished,
     AnalysisRequested,
     DeliveryRequested,
-    SeriesArrived,
 )
 from pulmogate.common.runtime import Context
 
@@ -39,21 +39,6 @@ async def add_rule(ctx: Context, name: str = "chest", **fields: object) -> Routi
     return rule
 
 
-def arrived(series: Series) -> SeriesArrived:
-    return SeriesArrived(
-        series_id=series.id,
-        study_uid=series.study_uid,
-        series_uid=series.series_uid,
-        calling_ae=series.calling_ae,
-        called_ae=series.called_ae,
-        peer_ip=series.peer_ip,
-        study_description=series.study_description,
-        series_description=series.series_description,
-        modality=series.modality,
-        instance_count=series.instance_count,
-    )
-
-
 async def job_for(ctx: Context, series_id: int) -> Job | None:
     async with ctx.db.session() as session:
         return await session.scalar(select(Job).where(Job.series_id == series_id))
@@ -69,7 +54,7 @@ async def logs(ctx: Context, job_id: int) -> list[str]:
 
 
 async def routed_job(router: RouterHarness, series: Series) -> Job:
-    await router.ctx.bus.publish(arrived(series))
+    await router.ctx.bus.publish(arrival_of(series))
     await router.eventually(lambda: job_for(router.ctx, series.id))
     job = await job_for(router.ctx, series.id)
     assert job is not None
@@ -136,8 +121,8 @@ async def test_redelivered_series_arrived_keeps_one_job(router: RouterHarness) -
     await add_rule(router.ctx)
     series = await add_series(router.ctx)
     job = await routed_job(router, series)
-    await router.ctx.bus.publish(arrived(series))
-    await router.ctx.bus.publish(arrived(series))
+    await router.ctx.bus.publish(arrival_of(series))
+    await router.ctx.bus.publish(arrival_of(series))
     await router.eventually(
         lambda: (
             len(
