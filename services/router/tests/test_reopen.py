@@ -18,6 +18,7 @@ from pulmogate.common.db.models import (
     SeriesStatus,
     utcnow,
 )
+from pulmogate.common.dicom.intake.announce import arrival_of
 from pulmogate.common.events import (
     AnalysisRequested,
     DeliveryRequested,
@@ -28,7 +29,7 @@ from pulmogate.common.runtime import Context
 from pulmogate.common.workers import GONE_AFTER_S, this_worker
 
 from .conftest import RouterHarness, add_series, start_router
-from .test_router_service import add_rule, arrived, finish_analysis, logs, routed_job
+from .test_router_service import add_rule, finish_analysis, logs, routed_job
 
 
 async def grow(ctx: Context, series: Series, more: int) -> Series:
@@ -111,7 +112,7 @@ async def test_a_series_that_grew_after_delivery_is_checked_and_analysed_again(
     await router.eventually(lambda: requested(router, job.id) == 1)
     series = await grow(router.ctx, job.series, 20)
 
-    event = arrived(series).model_copy(update={"instances_received_again": 20})
+    event = arrival_of(series).model_copy(update={"instances_received_again": 20})
     await router.ctx.bus.publish(event)
 
     await router.eventually(lambda: requested(router, job.id) == 2)
@@ -144,7 +145,7 @@ async def test_a_rejection_for_too_few_slices_is_reconsidered_when_more_arrive(
     job = await routed_job(router, await add_series(router.ctx, slices=2))
     assert (job.status, job.reason) == (JobStatus.REJECTED, "2 slices, at least 16 are needed")
 
-    await router.ctx.bus.publish(arrived(await grow(router.ctx, job.series, 38)))
+    await router.ctx.bus.publish(arrival_of(await grow(router.ctx, job.series, 38)))
 
     await router.eventually(lambda: requested(router, job.id) == 1)
     async with router.ctx.db.session() as session:
@@ -170,7 +171,7 @@ async def test_more_instances_during_the_analysis_reopen_the_job_when_it_ends(
         worker=this_worker(),
         worker_seen_at=utcnow(),
     )
-    await router.ctx.bus.publish(arrived(await grow(router.ctx, job.series, 1)))
+    await router.ctx.bus.publish(arrival_of(await grow(router.ctx, job.series, 1)))
     await router.eventually(
         lambda: _has_line(
             router, job.id, "checked and analysed again after the analysis in progress"
@@ -284,7 +285,7 @@ async def test_a_purged_job_is_not_reopened(router: RouterHarness) -> None:
     await add_rule(router.ctx)
     job = await routed_job(router, await add_series(router.ctx))
     await set_job(router.ctx, job.id, status=JobStatus.DONE, purged_at=utcnow())
-    await router.ctx.bus.publish(arrived(await grow(router.ctx, job.series, 3)))
+    await router.ctx.bus.publish(arrival_of(await grow(router.ctx, job.series, 3)))
     await router.eventually(lambda: _has_line(router, job.id, "after retention purged this job"))
     assert await status_of(router.ctx, job.id) == JobStatus.DONE
     assert requested(router, job.id) == 1

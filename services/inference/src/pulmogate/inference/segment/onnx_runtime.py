@@ -74,6 +74,12 @@ def cached_session(
         return session
 
 
+def session_providers() -> dict[str, str]:
+    """The provider each cached session runs on first, by graph key (for checks and benches)."""
+    with _lock:
+        return {key: session.get_providers()[0] for (key, _), session in _sessions.items()}
+
+
 def releasing_run_options() -> ort.RunOptions:
     """Run options that shrink the CPU memory arena when the run ends.
 
