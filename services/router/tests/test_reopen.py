@@ -112,7 +112,7 @@ async def test_a_series_that_grew_after_delivery_is_checked_and_analysed_again(
     await router.eventually(lambda: requested(router, job.id) == 1)
     series = await grow(router.ctx, job.series, 20)
 
-    event = arrival_of(series).model_copy(update={"instances_received_again": 20})
+    event = arrival_of(series, received_again=20)
     await router.ctx.bus.publish(event)
 
     await router.eventually(lambda: requested(router, job.id) == 2)
