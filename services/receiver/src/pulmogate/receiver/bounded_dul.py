@@ -64,6 +64,8 @@ BACK_PRESSURE_PAUSE_S = 0.001
 MESSAGE_WAIT_S = 0.01
 ABORT_INVALID_PARAMETER = 0x06
 READ_CHUNK = 1 << 16
+PDU_HEADER = 6
+DEADLINE_SLACK_S = 1.0  # a read may end this much after its deadline (no settimeout per recv)
 STORAGE_CLASSES = frozenset(str(uid) for uid in ACCEPTED_STORAGE_CLASSES)
 
 
@@ -117,6 +119,9 @@ class BoundedDUL(DULServiceProvider):
         # Made when the reactor starts (a connection refused at admission never starts it).
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        # Bytes read and not yet decoded: at most one PDU and READ_CHUNK more. Reading ahead
+        # serves most PDUs without a system call (each releases and retakes the GIL).
+        self._inbox = bytearray()
 
     def _is_transport_event(self) -> bool:
         """Leave the socket unread while decoded messages wait (the peer's TCP window fills);
@@ -136,6 +141,9 @@ class BoundedDUL(DULServiceProvider):
         if raw is None:
             time.sleep(BACK_PRESSURE_PAUSE_S)
             return False
+        if self._inbox_holds_pdu():
+            self._read_pdu_data()
+            return True
         woken = False
         if (
             self.state_machine.current_state != "Sta13"
@@ -148,6 +156,9 @@ class BoundedDUL(DULServiceProvider):
                 if self._wake_r is not None and self._wake_r in ready:
                     self._drain_wake()
                     woken = True
+                if raw in ready:  # pynetdicom would ask select again (``socket.ready``)
+                    self._read_pdu_data()
+                    return True
         read = bool(super()._is_transport_event())
         if not (read or woken) and self.event_queue.empty() and self.to_provider_queue.empty():
             # Nothing read, nothing to send or do: pause as pynetdicom does, so that a socket
@@ -220,36 +231,46 @@ class BoundedDUL(DULServiceProvider):
             return ASSOCIATE_PDU_MAX
         return CONTROL_PDU_MAX
 
-    def _read_exactly(
+    def _inbox_holds_pdu(self) -> bool:
+        """Whether a whole PDU (or a header already to be refused) has been read ahead."""
+        if len(self._inbox) < PDU_HEADER:
+            return False
+        pdu_type, _, length = struct.unpack_from(">BBL", self._inbox)
+        if pdu_type not in PDU_TYPES or length > self._limit(pdu_type):
+            return True
+        return len(self._inbox) >= PDU_HEADER + length
+
+    def _fill(
         self, raw: socket.socket, count: int, deadline: float, *, awaiting_request: bool
-    ) -> bytearray:
-        """``count`` bytes before ``deadline``, or ``PeerRefused`` / ``PeerGone``."""
-        data = bytearray()
+    ) -> None:
+        """Read until the inbox holds ``count`` bytes (``READ_CHUNK`` more if they have
+        arrived) before ``deadline``, or ``PeerRefused`` / ``PeerGone``."""
+        idle = self.limits.idle_timeout_s
         try:
-            while len(data) < count:
+            while len(self._inbox) < count:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError
-                raw.settimeout(remaining)
-                chunk = raw.recv(min(READ_CHUNK, count - len(data)))
+                timeout = raw.gettimeout()
+                if timeout is None or remaining < timeout - DEADLINE_SLACK_S:
+                    raw.settimeout(remaining)  # a recv never waits past the deadline
+                chunk = raw.recv(max(count - len(self._inbox), READ_CHUNK))
                 if not chunk:
                     raise PeerGone("connection closed in the middle of a PDU")
-                data += chunk
+                self._inbox += chunk
         except TimeoutError as exc:
             if awaiting_request:
                 raise PeerRefused(
                     "request_timeout",
                     f"association request not received within {self.limits.request_timeout_s:g} s",
                 ) from exc
-            raise PeerRefused(
-                "idle_timeout", f"PDU not received within {self.limits.idle_timeout_s:g} s"
-            ) from exc
+            raise PeerRefused("idle_timeout", f"PDU not received within {idle:g} s") from exc
         except OSError as exc:
             raise PeerGone(f"connection failed: {type(exc).__name__}") from exc
         finally:
             with contextlib.suppress(OSError):
-                raw.settimeout(self.limits.idle_timeout_s)  # bounds our sends too
-        return data
+                if raw.gettimeout() != idle:
+                    raw.settimeout(idle)  # bounds our sends too
 
     def _read_pdu_data(self) -> None:
         """Read one PDU within its deadline and length bound, then decode it as pynetdicom does."""
@@ -261,9 +282,10 @@ class BoundedDUL(DULServiceProvider):
         deadline = self._deadline()
         awaiting = self._awaiting_request()
         try:
-            header = self._read_exactly(raw, 6, deadline, awaiting_request=awaiting)
-            pdu_type, _, length = struct.unpack(">BBL", header)
+            self._fill(raw, PDU_HEADER, deadline, awaiting_request=awaiting)
+            pdu_type, _, length = struct.unpack_from(">BBL", self._inbox)
             if pdu_type not in PDU_TYPES:
+                self._inbox.clear()
                 self.event_queue.put("Evt19")  # pynetdicom: unrecognised PDU, A-ABORT
                 return
             limit = self._limit(pdu_type)
@@ -272,7 +294,9 @@ class BoundedDUL(DULServiceProvider):
                 raise PeerRefused(
                     code, f"PDU type 0x{pdu_type:02X} of {length} bytes exceeds {limit}"
                 )
-            body = self._read_exactly(raw, length, deadline, awaiting_request=awaiting)
+            self._fill(raw, PDU_HEADER + length, deadline, awaiting_request=awaiting)
+            encoded = self._inbox[: PDU_HEADER + length]
+            del self._inbox[: PDU_HEADER + length]
         except PeerRefused as refused:
             self.refuse(refused)
             return
@@ -281,7 +305,7 @@ class BoundedDUL(DULServiceProvider):
             self.on_closed()
             return
         try:
-            pdu, event = self._decode_pdu(header + body)
+            pdu, event = self._decode_pdu(encoded)
         except Exception:
             self.event_queue.put("Evt19")
             return
@@ -292,6 +316,7 @@ class BoundedDUL(DULServiceProvider):
 
     def refuse(self, refused: PeerRefused) -> None:
         """A-ABORT the peer, close the connection (Evt17 ends the association), count it."""
+        self._inbox.clear()
         DICOM_REFUSED.labels(reason=refused.code).inc()
         log.warning(
             "association aborted", code=refused.code, reason=str(refused), **_peer(self.assoc)

@@ -50,7 +50,6 @@ class InstanceRecorder:
         self.loop = loop
         self.on_conflict = on_conflict
         self._queue: list[Entry] = []
-        self._prepared: dict[object, InstanceValues] = {}
         self._wake = asyncio.Event()
         self._submitted = 0
         self._settled = 0
@@ -61,49 +60,11 @@ class InstanceRecorder:
         """Queue an entry from any thread (entries of one thread keep their order)."""
         self.loop.call_soon_threadsafe(self._put, entry)
 
-    def prepare(self, ticket: object, index: Callable[[], InstanceValues]) -> None:
-        """Have the loop read an instance's indexed values now (while the association
-        thread writes and fsyncs its file: the GIL is free then); queued by ``commit``."""
-        self.loop.call_soon_threadsafe(self._prepare, ticket, index)
-
-    def _prepare(self, ticket: object, index: Callable[[], InstanceValues]) -> None:
-        try:
-            self._prepared[ticket] = index()
-        except Exception as exc:  # its mark stays: recovery tries again at start
-            log.error("could not index an instance", error=repr(exc))
-
     def commit(
-        self,
-        ticket: object,
-        sop_uid: str,
-        peer: Peer,
-        *,
-        new_for_association: bool,
-        received_at: datetime,
+        self, item: InstanceValues, peer: Peer, *, new_for_association: bool, received_at: datetime
     ) -> None:
-        """The prepared instance's file is durable: queue its rows (in the order of calls)."""
-        self.loop.call_soon_threadsafe(
-            self._commit, ticket, sop_uid, peer, new_for_association, received_at
-        )
-
-    def _commit(
-        self,
-        ticket: object,
-        sop_uid: str,
-        peer: Peer,
-        new_for_association: bool,
-        received_at: datetime,
-    ) -> None:
-        item = self._prepared.pop(ticket, None)
-        if item is None:  # its values could not be read: left to recovery, not held
-            log.error("acknowledged instance left for recovery at start", sop_instance_uid=sop_uid)
-            self.pending.settle(sop_uid)
-            return
-        self._put(StoredInstance(item, peer, new_for_association, received_at))
-
-    def forget(self, ticket: object) -> None:
-        """The prepared instance was refused: nothing to record."""
-        self.loop.call_soon_threadsafe(self._prepared.pop, ticket, None)
+        """The instance's file is durable: queue its rows (in the order of calls)."""
+        self.submit(StoredInstance(item, peer, new_for_association, received_at))
 
     def _put(self, entry: Entry) -> None:
         self._queue.append(entry)

@@ -27,7 +27,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from pulmogate.common.db.models import utcnow
 from pulmogate.common.db.session import Database
-from pulmogate.common.dicom.intake.header import CannotUnderstand, read_header, uid_text
+from pulmogate.common.dicom.intake.header import CannotUnderstand, read_received, uid_text
 from pulmogate.common.dicom.intake.rows import Peer
 from pulmogate.common.dicom.intake.values import instance_values
 from pulmogate.common.dicom.statuses import (
@@ -371,33 +371,31 @@ class StoreSCP:
             return self._discard(event, class_name(sop_class_uid))
         peer = self._peer(event.assoc)
         request = cast(C_STORE, event.request)
-        context = event.context
-        encoded = file_preamble(
+        syntax = str(event.context.transfer_syntax)
+        file_meta = file_preamble(
             sop_class_uid=str(request.AffectedSOPClassUID),
             sop_instance_uid=str(request.AffectedSOPInstanceUID),
-            transfer_syntax_uid=str(context.transfer_syntax),
+            transfer_syntax_uid=syntax,
             peer=peer,
-        ) + event.encoded_dataset(include_meta=False)
-        ds = read_header(encoded)
+        )
+        dataset = event.encoded_dataset(include_meta=False)
+        ds = read_received(file_meta, dataset, syntax)
         if is_localizer(ds):
             return self._discard(event, f"{class_name(sop_class_uid)} (localizer)")
         study_uid = uid_text(ds, "StudyInstanceUID")
         series_uid = uid_text(ds, "SeriesInstanceUID")
         sop_uid = uid_text(ds, "SOPInstanceUID")
         path = self.storage.instance_path(study_uid, series_uid, sop_uid)
+        encoded = file_meta + dataset
+        values = instance_values(
+            ds,
+            sop_class_uid=sop_class_uid,
+            transfer_syntax_uid=syntax,
+            path=path,
+            size_bytes=len(encoded),
+        )
         if self.pending.reserve(sop_uid, series_uid) is not None:
             raise CannotUnderstand(CONFLICT)
-        ticket, size = object(), len(encoded)
-        self.recorder.prepare(
-            ticket,
-            lambda: instance_values(
-                ds,
-                sop_class_uid=str(context.abstract_syntax),
-                transfer_syntax_uid=str(context.transfer_syntax),
-                path=path,
-                size_bytes=size,
-            ),
-        )
         try:
             stored_in = self.sop_index.ask(sop_uid)
             key = (study_uid, series_uid)
@@ -416,7 +414,6 @@ class StoreSCP:
                 path.unlink(missing_ok=True)  # its own series folder: never the stored copy
                 raise CannotUnderstand(CONFLICT)
         except BaseException:
-            self.recorder.forget(ticket)
             self.pending.settle(sop_uid)
             raise
         with self._lock:
@@ -424,7 +421,7 @@ class StoreSCP:
             first_of_series = series_uid not in counted
             counted[series_uid] = study_uid
         self.recorder.commit(
-            ticket, sop_uid, peer, new_for_association=first_of_series, received_at=utcnow()
+            values, peer, new_for_association=first_of_series, received_at=utcnow()
         )
         log.debug("instance stored", sop_instance_uid=sop_uid, series_uid=series_uid)
         return STATUS_SUCCESS
