@@ -22,8 +22,11 @@ class DiskUsage:
 
 def disk_usage(path: Path) -> DiskUsage:
     """Usage of the volume holding ``path`` (created if missing)."""
-    path.mkdir(parents=True, exist_ok=True)
-    usage = shutil.disk_usage(path)
+    try:
+        usage = shutil.disk_usage(path)
+    except FileNotFoundError:
+        path.mkdir(parents=True, exist_ok=True)
+        usage = shutil.disk_usage(path)
     return DiskUsage(total_bytes=usage.total, free_bytes=usage.free)
 
 

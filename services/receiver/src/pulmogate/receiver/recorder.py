@@ -10,6 +10,7 @@ the files at the next start (recovery.py).
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from datetime import datetime
 
@@ -50,6 +51,11 @@ class InstanceRecorder:
         self.loop = loop
         self.on_conflict = on_conflict
         self._queue: list[Entry] = []
+        # Submitted by association threads, not yet taken by the task. Only a task waiting
+        # for entries is woken (one hop to the loop per group, not one per instance).
+        self._incoming: list[Entry] = []
+        self._lock = threading.Lock()
+        self._waiting = False
         self._wake = asyncio.Event()
         self._submitted = 0
         self._settled = 0
@@ -58,7 +64,12 @@ class InstanceRecorder:
 
     def submit(self, entry: Entry) -> None:
         """Queue an entry from any thread (entries of one thread keep their order)."""
-        self.loop.call_soon_threadsafe(self._put, entry)
+        with self._lock:
+            self._incoming.append(entry)
+            self._submitted += 1
+            wake, self._waiting = self._waiting, False
+        if wake:
+            self.loop.call_soon_threadsafe(self._wake.set)
 
     def commit(
         self, item: InstanceValues, peer: Peer, *, new_for_association: bool, received_at: datetime
@@ -66,10 +77,14 @@ class InstanceRecorder:
         """The instance's file is durable: queue its rows (in the order of calls)."""
         self.submit(StoredInstance(item, peer, new_for_association, received_at))
 
-    def _put(self, entry: Entry) -> None:
-        self._queue.append(entry)
-        self._submitted += 1
-        self._wake.set()
+    def _take_incoming(self) -> bool:
+        """Move submitted entries to the queue; whether there is anything to record (when
+        not, the task is marked waiting, under the same lock as ``submit``)."""
+        with self._lock:
+            self._queue.extend(self._incoming)
+            self._incoming.clear()
+            self._waiting = not self._queue
+            return not self._waiting
 
     def start(self) -> None:
         """Run the recording task on the loop."""
@@ -84,12 +99,12 @@ class InstanceRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._queue:
-            log.warning("rows left for recovery at the next start", entries=len(self._queue))
+        left = len(self._queue) + len(self._incoming)
+        if left:
+            log.warning("rows left for recovery at the next start", entries=left)
 
     async def flush(self) -> None:
         """Wait until every entry submitted before this call is recorded."""
-        await asyncio.sleep(0)  # entries submitted from threads just before are queued
         target = self._submitted
         async with self._progress:
             await self._progress.wait_for(lambda: self._settled >= target)
@@ -98,12 +113,13 @@ class InstanceRecorder:
         """Record groups until cancelled."""
         pause = RETRY_INITIAL_S
         while True:
-            await self._wake.wait()
-            await asyncio.sleep(self.interval_s)
-            group = self._queue[:GROUP_MAX]
-            if not group:
+            if not self._take_incoming():
+                await self._wake.wait()
                 self._wake.clear()
                 continue
+            await asyncio.sleep(self.interval_s)  # the group fills meanwhile
+            self._take_incoming()
+            group = self._queue[:GROUP_MAX]
             try:
                 outcome = await record_group(self.db, group)
             except asyncio.CancelledError:
@@ -143,8 +159,6 @@ class InstanceRecorder:
     async def _settle(self, count: int, outcome: GroupOutcome) -> None:
         """Take ``count`` recorded entries off the queue and release what they held."""
         done, self._queue = self._queue[:count], self._queue[count:]
-        if not self._queue:
-            self._wake.clear()
         for sop in outcome.conflicts:
             log.error(
                 "acknowledged instance not recorded: its SOP Instance UID was stored in "
