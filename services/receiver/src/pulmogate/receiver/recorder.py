@@ -19,13 +19,13 @@ import structlog
 from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.intake.rows import Peer, StoredInstance
 from pulmogate.common.dicom.intake.values import InstanceValues
+from pulmogate.common.settings import RECEIVER_GROUP_INTERVAL_S as GROUP_INTERVAL_S
 from pulmogate.receiver.markers import SeriesMarkers
 from pulmogate.receiver.pending import PendingInstances
 from pulmogate.receiver.records import AssociationEnded, Entry, GroupOutcome, record_group
 
 log = structlog.get_logger("pulmogate.receiver")
 
-GROUP_INTERVAL_S = 0.1  # default: at most this often a commit, the group fills meanwhile
 GROUP_MAX = 500
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 10.0

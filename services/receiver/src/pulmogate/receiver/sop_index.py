@@ -2,10 +2,12 @@
 by the database before its success.
 
 On Postgres the question goes to the service's event loop as soon as the header is read and
-is answered while the file is written and fsynced, on a small asyncpg pool of its own with a
-prepared statement (through SQLAlchemy's session the same query took the loop about ten
-times the CPU, and every millisecond the loop holds the GIL is one the association thread may
-wait for when its fsync returns). On the embedded SQLite file it is asked in
+is answered while the file is written and fsynced, on one asyncpg connection of its own with
+a prepared statement, one question at a time (each takes about 0.1 ms of the loop; through
+SQLAlchemy's session the same query took the loop about ten times the CPU, through an asyncpg
+pool twice, and every millisecond the loop holds the GIL is one the association thread may
+wait for when its fsync returns). A connection that fails is dropped; the next question
+opens another. On the embedded SQLite file it is asked in
 the association thread itself, after the write, on a read-only connection of that thread (a
 few tens of microseconds; no hop to the loop and to aiosqlite's thread and back, each of
 which waits for a CPU on a busy two-core machine).
@@ -26,7 +28,6 @@ QUERY = (
     "SELECT s.series_uid FROM instances i JOIN series s ON s.id = i.series_id "
     "WHERE i.sop_instance_uid = {}"
 )
-POOL_SIZE = 4
 
 
 class StoredSopIndex:
@@ -45,8 +46,8 @@ class StoredSopIndex:
             else url.set(drivername="postgresql").render_as_string(hide_password=False)
         )
         self._local = threading.local()
-        self._pool: asyncpg.Pool | None = None
-        self._pool_lock = asyncio.Lock()
+        self._connection: asyncpg.Connection | None = None
+        self._one_at_a_time = asyncio.Lock()
 
     def ask(self, sop_uid: str) -> Answer:
         """Start the question; the returned callable blocks for (and returns) the answer."""
@@ -56,20 +57,22 @@ class StoredSopIndex:
         return lambda: future.result(timeout=self.wait_s)
 
     async def _postgres_answer(self, sop_uid: str) -> str | None:
-        if self._pool is None:
-            async with self._pool_lock:
-                if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
-                        self.dsn, min_size=1, max_size=POOL_SIZE, command_timeout=self.wait_s
-                    )
-        value = await self._pool.fetchval(QUERY.format("$1"), sop_uid)
+        async with self._one_at_a_time:
+            if self._connection is None or self._connection.is_closed():
+                self._connection = await asyncpg.connect(self.dsn, command_timeout=self.wait_s)
+            try:
+                value = await self._connection.fetchval(QUERY.format("$1"), sop_uid)
+            except Exception:
+                self._connection.terminate()
+                self._connection = None
+                raise
         return None if value is None else str(value)
 
     async def close(self) -> None:
-        """Close the Postgres pool (on the loop, when the service stops)."""
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        """Close the Postgres connection (on the loop, when the service stops)."""
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
 
     def _sqlite_answer(self, sop_uid: str) -> str | None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
