@@ -18,8 +18,8 @@ cover less than their names suggest:
 first byte), refuses a P-DATA-TF longer than the maximum length we advertised and any
 other PDU longer than ``CONTROL_PDU_MAX``, and stops reading while decoded DIMSE messages
 wait unserved (TCP back-pressure). It reads ahead (at most ``READ_CHUNK`` beyond the PDU it
-needs), so most PDUs of a C-STORE are decoded without a system call. ``BoundedDIMSE`` refuses a DIMSE message whose command
-set or data set grows past its bound. A refusal sends an A-ABORT (service provider,
+needs), so most PDUs of a C-STORE are decoded without a system call. ``BoundedDIMSE``
+refuses a DIMSE message whose command set or data set grows past its bound. A refusal sends an A-ABORT (service provider,
 invalid PDU parameter value), closes the connection and is counted in
 ``pulmogate_dicom_refused_total``.
 """
