@@ -15,13 +15,13 @@ cover less than their names suggest:
 
 ``BoundedDUL`` reads each PDU with a deadline (the association request within
 ``request_timeout_s`` of the connection, any later PDU within ``idle_timeout_s`` of its
-first byte), refuses a P-DATA-TF longer than the maximum length we advertised and any
-other PDU longer than ``CONTROL_PDU_MAX``, and stops reading while decoded DIMSE messages
-wait unserved (TCP back-pressure). It reads ahead (at most ``READ_CHUNK`` beyond the PDU it
+first byte), refuses a P-DATA-TF longer than the maximum length we advertised and any other
+PDU longer than ``CONTROL_PDU_MAX``, and stops reading while decoded DIMSE messages wait
+unserved (TCP back-pressure). It reads ahead (at most ``READ_CHUNK`` beyond the PDU it
 needs), so most PDUs of a C-STORE are decoded without a system call. ``BoundedDIMSE``
-refuses a DIMSE message whose command set or data set grows past its bound. A refusal sends an A-ABORT (service provider,
-invalid PDU parameter value), closes the connection and is counted in
-``pulmogate_dicom_refused_total``.
+refuses a DIMSE message whose command set or data set grows past its bound. A refusal sends
+an A-ABORT (service provider, invalid PDU parameter value), closes the connection and is
+counted in ``pulmogate_dicom_refused_total``.
 """
 
 import contextlib
