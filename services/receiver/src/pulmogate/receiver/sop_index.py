@@ -62,7 +62,7 @@ class StoredSopIndex:
                 self._connection = await asyncpg.connect(self.dsn, command_timeout=self.wait_s)
             try:
                 value = await self._connection.fetchval(QUERY.format("$1"), sop_uid)
-            except Exception:
+            except BaseException:  # cancelled too: the connection may be mid-message
                 self._connection.terminate()
                 self._connection = None
                 raise

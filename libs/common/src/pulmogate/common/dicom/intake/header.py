@@ -14,6 +14,7 @@ from pulmogate.common.uids import is_valid_uid
 
 REQUIRED_UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 CT_CLASSES = frozenset(str(uid) for uid in ACCEPTED_STORAGE_CLASSES)
+PIXEL_DATA = 0x7FE00010
 
 
 class CannotUnderstand(ValueError):
@@ -24,9 +25,6 @@ def uid_text(ds: Dataset, keyword: str) -> str:
     """A UID as received (validated by ``read_header``, never repaired)."""
     value = ds.get(keyword, "")
     return "" if value is None else str(value).strip()
-
-
-PIXEL_DATA = 0x7FE00010
 
 
 def _check_uids(ds: Dataset) -> None:

@@ -161,7 +161,7 @@ def _shared(ds: Dataset, sop_class_uid: str) -> dict[str, Any]:
     if last is None or last[0] != key:
         last = (key, _shared_values(ds, sop_class_uid))
         _last_run.values = last
-    return dict(last[1])
+    return last[1]
 
 
 def fields_with_nul(ds: Dataset) -> list[str]:
