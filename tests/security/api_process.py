@@ -140,11 +140,16 @@ def stream_post(
     send_at_most: int,
     prefix: bytes = b"",
     timeout_s: float = 30.0,
+    read_after_s: float = 0.0,
+    receive_buffer: int | None = None,
 ) -> StreamedAnswer:
     """POST a body of ``declared`` bytes (None: chunked encoding) 1 MiB at a time from a
     thread while the answer is read as soon as it comes; the sender stops at ``send_at_most``
     bytes, when the server stops reading for 2 s, or when the connection closes. The body
-    starts with ``prefix`` (e.g. a multipart part header), then NUL bytes."""
+    starts with ``prefix`` (e.g. a multipart part header), then NUL bytes. ``read_after_s``:
+    the answer is first read that long after the body started (a client busy sending);
+    ``receive_buffer``: the socket's SO_RCVBUF (small: the answer waits in the server's
+    send queue until it is read)."""
     lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     lines.append(
@@ -152,7 +157,11 @@ def stream_post(
     )
     chunk = b"\0" * 1024**2
     frame = chunk if declared is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk)
-    sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(2)
+    sock.connect(("127.0.0.1", port))
     sent = 0
     answered = threading.Event()
 
@@ -174,6 +183,7 @@ def stream_post(
         sock.sendall(prefix if declared is not None else b"%x\r\n%s\r\n" % (len(prefix), prefix))
     sender = threading.Thread(target=pump, daemon=True)
     sender.start()
+    time.sleep(read_after_s)
     received = b""
     try:
         while b"\r\n\r\n" not in received and time.monotonic() - start < timeout_s:

@@ -3,8 +3,15 @@
 A body larger than its route allows is refused from its Content-Length before a byte is
 read, or with 413 as soon as the streamed bytes pass the limit (chunked bodies have no
 length). Only the upload routes take more than ``BODY_MAX_BYTES``.
+
+A refusal sent before the body was read lingers before the connection closes (as nginx's
+lingering close): closing a socket with unread bytes makes the kernel send a reset, which
+makes the client drop the answer it has not read yet, so the client would see "connection
+reset" instead of the sentence. The answer is sent whole, then what the client still sends
+is read and thrown away for at most ``LINGER_S``, then the connection closes.
 """
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -14,6 +21,7 @@ from pulmogate.api.errors import ApiError
 
 BODY_MAX_BYTES = 1024**2
 CHUNK_MAX_BYTES = 64 * 1024**2
+LINGER_S = 2.0
 UPLOADS = "/api/v1/uploads"
 SESSIONS = "/api/v1/uploads/sessions/"
 
@@ -42,7 +50,22 @@ def too_large(limit: int, what: str) -> str:
     return f"request body {what} is over the {_mib(limit)} this route accepts"
 
 
-async def _answer(send: Send, status: int, detail: object) -> None:
+async def _linger(receive: Receive, seconds: float) -> None:
+    """Read and discard the request's body until it ends, the client leaves, or ``seconds``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        try:
+            message = await asyncio.wait_for(receive(), left)
+        except TimeoutError:
+            return
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
+async def _answer(send: Send, receive: Receive, status: int, detail: object) -> None:
+    """Send a refusal whole, linger (see the module's docstring), then end it: the
+    connection closes."""
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -55,7 +78,9 @@ async def _answer(send: Send, status: int, detail: object) -> None:
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    await _linger(receive, LINGER_S)
+    await send({"type": "http.response.body", "body": b""})
 
 
 class RequestGuards:
@@ -79,13 +104,13 @@ class RequestGuards:
                     "msg": "the URL must not contain a NUL character (%00)",
                 }
             ]
-            await _answer(send, 422, detail)
+            await _answer(send, receive, 422, detail)
             return
         limit = body_limit(scope["method"], scope["path"], self.upload_max_bytes())
         headers = dict(scope.get("headers", []))
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _answer(send, 413, too_large(limit, f"of {int(declared)} bytes"))
+            await _answer(send, receive, 413, too_large(limit, f"of {int(declared)} bytes"))
             return
         received = 0
 
