@@ -9,6 +9,8 @@ interleaved so that a change in the machine's load hits them all alike):
 - ``durable``: a minimal durable pynetdicom SCP: per instance it writes the encoded dataset
   to a temporary file, fsyncs it, renames it into place and fsyncs the folder, then answers
   success. The same guarantee as the receiver's with nothing else: the disk's limit;
+- ``orthanc``: Orthanc from Debian's package, its defaults (SQLite index, files on disk), a
+  real PACS receiving the same series;
 - ``sqlite`` / ``postgres``: the real ``pulmogate receiver`` process (success only when the
   instance can no longer be lost, docs/reliability.md) on the embedded SQLite default or on
   a fresh Postgres database.
@@ -19,6 +21,9 @@ each round to the durable SCP of the same round. Asserts nothing.
 
     .venv/bin/python bench/receive.py --slices 300 --size 512 --rounds 3
     .venv/bin/python bench/receive.py --targets durable,sqlite --rounds 5
+
+Orthanc takes about 15 s per 300-slice send here; ``--targets bare,durable,sqlite,postgres``
+leaves it out.
 """
 
 import argparse
@@ -38,12 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pulmogate.tools.phantom import make_phantom, write_series
 from tests.fixtures.infra import free_port, wait_for_echo
+from tests.fixtures.orthanc import run_orthanc
 
 BIN = Path(sys.executable).parent
-TARGETS = ("bare", "durable", "sqlite", "postgres")
+TARGETS = ("bare", "durable", "orthanc", "sqlite", "postgres")
 LABELS = {
     "bare": "bare pynetdicom SCP",
     "durable": "minimal durable SCP",
+    "orthanc": "Orthanc (apt)",
     "sqlite": "pulmogate (sqlite)",
     "postgres": "pulmogate (postgres)",
 }
@@ -126,6 +133,15 @@ def _drop(url: str) -> None:
 @contextmanager
 def running(target: str, tmp: Path) -> Iterator[int]:
     """Start the target SCP in its own process; yield its port; stop it."""
+    if target == "orthanc":
+        folder = tmp / f"orthanc-{uuid.uuid4().hex[:6]}"
+        folder.mkdir()
+        try:
+            with run_orthanc(folder, {}) as orthanc:
+                yield orthanc.dicom_port
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
     port = free_port()
     env = dict(os.environ)
     data = tmp / f"data-{target}-{uuid.uuid4().hex[:6]}"
