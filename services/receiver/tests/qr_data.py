@@ -6,17 +6,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
     ExplicitVRLittleEndian,
+    RLELossless,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
 
 from pulmogate.common.db.models import Job, JobStatus, OutputObject
+from pulmogate.common.dicom.encoding import ImageEncoding, encoded
 from pulmogate.common.storage import atomic_write, dataset_bytes
 from services.receiver.tests.helpers import RunningReceiver, ct_slice, run_tool
 
@@ -39,6 +42,9 @@ class HeldStudy:
     sr_sops: list[str] = field(default_factory=list)
     job_id: int | None = None
     charset: str = ""  # SpecificCharacterSet of the CT slices ("": none, ASCII)
+    # Overlay slices as 8-bit RGB pictures stored in this encoding (None: 16-bit, as written).
+    overlay_encoding: ImageEncoding | None = None
+    ct_syntax: str = ""  # the CT slices compressed in this syntax before they are sent
 
     @property
     def all_sops(self) -> set[str]:
@@ -68,7 +74,7 @@ def _study_slice(study: HeldStudy, index: int) -> Dataset:
     return ds
 
 
-def _result(study: HeldStudy, series_uid: str, index: int, *, sr: bool) -> Dataset:
+def result_object(study: HeldStudy, series_uid: str, index: int, *, sr: bool) -> Dataset:
     """A small result object in the study (Secondary Capture overlay slice or an SR)."""
     sop_class = UID(COMPREHENSIVE_3D_SR) if sr else SecondaryCaptureImageStorage
     if sr:
@@ -82,6 +88,15 @@ def _result(study: HeldStudy, series_uid: str, index: int, *, sr: bool) -> Datas
         ds.ValueType = "CONTAINER"
     else:
         ds = ct_slice(study.study_uid, series_uid, index, size=16, sop_class=sop_class)
+        if study.overlay_encoding is not None:  # an 8-bit RGB picture, as the overlay is
+            ds.SamplesPerPixel = 3
+            ds.PhotometricInterpretation = "RGB"
+            ds.PlanarConfiguration = 0
+            ds.BitsAllocated = ds.BitsStored = 8
+            ds.HighBit = 7
+            ds.PixelRepresentation = 0
+            rng = np.random.default_rng(index)
+            ds.PixelData = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8).tobytes()
     sop_uid = UID(generate_uid())
     ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
@@ -92,6 +107,8 @@ def _result(study: HeldStudy, series_uid: str, index: int, *, sr: bool) -> Datas
     ds.SeriesNumber = 9001 if sr else 9000
     ds.SeriesDescription = "PulmoGate report (qct 1.0)" if sr else "PulmoGate lesions (qct 1.0)"
     ds.InstanceNumber = index + 1
+    if not sr and study.overlay_encoding is not None:
+        ds = encoded(ds, study.overlay_encoding)
     return ds
 
 
@@ -111,12 +128,16 @@ async def hold_study(
     paths = []
     for k in range(slices):
         ds = _study_slice(study, k)
+        if study.ct_syntax:
+            ds.compress(study.ct_syntax, generate_instance_uid=False)
         study.ct_sops.append(str(ds.SOPInstanceUID))
         path = folder / f"{k}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(str(path))
+    propose = {"": [], RLELossless: ["-xr"]}[study.ct_syntax]
     sent = await run_tool(
         "/usr/bin/storescu",
+        *propose,
         "-aet",
         "MODALITY1",
         "-aec",
@@ -140,10 +161,12 @@ async def hold_study(
         if overlay:
             study.overlay_series_uid = generate_uid()
             for k in range(overlay):
-                outputs.append(("overlay", _result(study, study.overlay_series_uid, k, sr=False)))
+                outputs.append(
+                    ("overlay", result_object(study, study.overlay_series_uid, k, sr=False))
+                )
         if sr:
             study.sr_series_uid = generate_uid()
-            outputs.append(("sr", _result(study, study.sr_series_uid, 0, sr=True)))
+            outputs.append(("sr", result_object(study, study.sr_series_uid, 0, sr=True)))
         for kind, ds in outputs:
             sop_uid = str(ds.SOPInstanceUID)
             (study.sr_sops if kind == "sr" else study.overlay_sops).append(sop_uid)

@@ -5,11 +5,23 @@ import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pydicom import Dataset, dcmread
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
@@ -21,8 +33,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pulmogate.common.db.models import Destination, RoutingRule
-from services.receiver.tests.helpers import AE_TITLE, ReceiverFactory, run_tool
-from services.receiver.tests.qr_data import HeldStudy, hold_study, unique_id
+from pulmogate.common.dicom.encoding import ImageEncoding
+from pulmogate.receiver.retrieve import ready_to_send
+from services.receiver.tests.helpers import AE_TITLE, ReceiverFactory, RunningReceiver, run_tool
+from services.receiver.tests.qr_data import HeldStudy, hold_study, result_object, unique_id
 from tests.fixtures.infra import free_port
 
 
@@ -311,14 +325,14 @@ async def test_bad_level_is_refused_with_a_reason(
     assert answers == [(0xA900, "Study Root has no PATIENT level")]
 
 
-@pytest.fixture
-def storescp(tmp_path: Path):
+@contextmanager
+def run_storescp(folder: Path, *options: str) -> Iterator[tuple[str, int, Path]]:
     """A dcmtk storescp move destination on a free port: (AE title, port, folder)."""
-    port, out = free_port(), tmp_path / "moved"
+    port, out = free_port(), folder
     aet = f"VIEWER{uuid.uuid4().hex[:8].upper()}"  # the module's tests share one database
     out.mkdir()
     proc = subprocess.Popen(
-        ["/usr/bin/storescp", "-aet", aet, "-od", str(out), str(port)],
+        ["/usr/bin/storescp", *options, "-aet", aet, "-od", str(out), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -332,6 +346,18 @@ def storescp(tmp_path: Path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[str, int, Path]]:
+    """storescp as dcmtk ships it: it accepts the uncompressed transfer syntaxes only."""
+    with run_storescp(tmp_path / "moved") as destination:
+        yield destination
+
+
+async def _add_destination(rx: RunningReceiver, name: str, aet: str, port: int) -> None:
+    async with rx.ctx.db.session() as session:
+        session.add(Destination(name=name, host="127.0.0.1", port=port, ae_title=aet))
 
 
 async def test_movescu_sends_a_study_to_a_configured_destination(
@@ -380,6 +406,137 @@ async def test_movescu_sends_a_study_to_a_configured_destination(
     assert log.count("(Pending)") == 6, log
     refused = unknown.stdout + unknown.stderr
     assert "Final Move Response (Refused: MoveDestinationUnknown)" in refused, refused
+
+
+def _compressed_study(name: str) -> HeldStudy:
+    """CT received RLE-compressed, overlay pictures stored as JPEG (the default encoding)."""
+    return HeldStudy(
+        name,
+        unique_id("QRX"),
+        "20260106",
+        overlay_encoding=ImageEncoding.JPEG,
+        ct_syntax=RLELossless,
+    )
+
+
+def _syntaxes(folder: Path) -> dict[str, UID]:
+    """SOP Instance UID -> transfer syntax of each file received."""
+    return {
+        str(ds.SOPInstanceUID): UID(ds.file_meta.TransferSyntaxUID)
+        for ds in (dcmread(p) for p in folder.iterdir())
+    }
+
+
+def _same_pixels_as_stored(rx: RunningReceiver, study: HeldStudy, folder: Path) -> None:
+    """Each received CT slice has the pixels of the file PulmoGate holds (decoded)."""
+    incoming = rx.ctx.storage.incoming_folder()
+    held = {str(ds.SOPInstanceUID): ds for ds in map(dcmread, incoming.rglob("*.dcm"))}
+    for path in folder.iterdir():
+        got = dcmread(path)
+        sop = str(got.SOPInstanceUID)
+        if sop in study.ct_sops:
+            assert np.array_equal(got.pixel_array, held[sop].pixel_array), sop
+
+
+async def test_a_move_to_a_viewer_taking_only_uncompressed_gets_compressed_instances_decoded(
+    receiver_on: ReceiverFactory, tmp_path: Path, storescp: tuple[str, int, Path]
+) -> None:
+    dest_ae, dest_port, moved = storescp
+    async with receiver_on(accept_from="any") as rx:
+        study = await hold_study(rx, tmp_path, _compressed_study("PHANTOM^PLAIN"), overlay=2)
+        await _add_destination(rx, f"plain-{study.patient_id}", dest_ae, dest_port)
+        done = await run_tool(
+            "/usr/bin/movescu",
+            "-v",
+            "-S",
+            "-aet",
+            "WORKSTATION",
+            "-aec",
+            AE_TITLE,
+            "-aem",
+            dest_ae,
+            "127.0.0.1",
+            str(rx.port),
+            *dcm_keys("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study.study_uid}"),
+        )
+        log = done.stdout + done.stderr
+        assert "Received Final Move Response (Success)" in log, log
+        syntaxes = _syntaxes(moved)
+        assert syntaxes.keys() == study.all_sops
+        assert {s for s in syntaxes.values() if s.is_compressed} == set()
+        _same_pixels_as_stored(rx, study, moved)
+    for sop in study.overlay_sops:
+        overlay = dcmread(next(p for p in moved.iterdir() if dcmread(p).SOPInstanceUID == sop))
+        assert overlay.LossyImageCompression == "01"  # decoded, still lossy
+        assert overlay.PhotometricInterpretation == "RGB"
+        assert overlay.pixel_array.shape == (16, 16, 3)
+
+
+async def test_a_move_to_a_peer_taking_the_stored_syntaxes_gets_them_as_stored(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    with run_storescp(tmp_path / "moved", "+xa") as (dest_ae, dest_port, moved):
+        async with receiver_on(accept_from="any") as rx:
+            study = await hold_study(rx, tmp_path, _compressed_study("PHANTOM^ALL"), overlay=2)
+            await _add_destination(rx, f"all-{study.patient_id}", dest_ae, dest_port)
+            done = await run_tool(
+                "/usr/bin/movescu",
+                "-S",
+                "-aet",
+                "WORKSTATION",
+                "-aec",
+                AE_TITLE,
+                "-aem",
+                dest_ae,
+                "127.0.0.1",
+                str(rx.port),
+                *dcm_keys("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study.study_uid}"),
+            )
+            assert done.returncode == 0, done.stderr
+            syntaxes = _syntaxes(moved)
+    assert {syntaxes[s] for s in study.ct_sops} == {RLELossless}
+    assert {syntaxes[s] for s in study.overlay_sops} == {JPEGBaseline8Bit}
+
+
+async def test_a_get_by_a_requestor_taking_only_uncompressed_gets_compressed_instances_decoded(
+    receiver_on: ReceiverFactory, tmp_path: Path
+) -> None:
+    async with receiver_on(accept_from="any") as rx:
+        study = await hold_study(rx, tmp_path, _compressed_study("PHANTOM^GETPLAIN"), overlay=2)
+        got = tmp_path / "got"
+        got.mkdir()
+        done = await run_tool(  # getscu accepts the uncompressed syntaxes unless told more
+            "/usr/bin/getscu",
+            "-v",
+            "-S",
+            "-aet",
+            "WORKSTATION",
+            "-aec",
+            AE_TITLE,
+            "-od",
+            str(got),
+            "127.0.0.1",
+            str(rx.port),
+            *dcm_keys("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study.study_uid}"),
+        )
+        assert done.returncode == 0, done.stderr
+        log = done.stdout + done.stderr
+        assert "Failed Suboperations    : 0" in log or "Failed" not in log, log
+        syntaxes = _syntaxes(got)
+        assert syntaxes.keys() == {*study.ct_sops, *study.overlay_sops}
+        assert {s for s in syntaxes.values() if s.is_compressed} == set()
+        _same_pixels_as_stored(rx, study, got)
+
+
+def test_an_instance_goes_as_stored_decoded_or_not_at_all() -> None:
+    study = _compressed_study("PHANTOM^UNIT")
+    picture = result_object(study, generate_uid(), 0, sr=False)
+    assert ready_to_send(picture, {JPEGBaseline8Bit}) is picture
+    plain = ready_to_send(picture, {ImplicitVRLittleEndian})
+    assert plain is not None and plain is not picture
+    assert plain.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian  # pynetdicom converts
+    assert plain.LossyImageCompression == "01"
+    assert ready_to_send(picture, {JPEGLSLossless}) is None  # no transcoding between codecs
 
 
 async def test_getscu_retrieves_a_series_on_the_same_association_and_counts_failures(

@@ -29,7 +29,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pulmogate.common.db.session import Database
-from pulmogate.common.dicom.scu import send_at_once
+from pulmogate.common.dicom.scu import NO_DELAY, keep_responses, send_at_once
 from pulmogate.common.dicom.statuses import (
     STATUS_CANCEL,
     STATUS_NOT_AUTHORIZED,
@@ -49,6 +49,7 @@ from pulmogate.receiver.query import (
     response,
 )
 from pulmogate.receiver.retrieve import (
+    AcceptedSyntaxes,
     find_move_destination,
     move_contexts,
     sub_operations,
@@ -251,9 +252,20 @@ class QueryRetrieveSCP:
             move_destination=destination_ae,
             instances=len(instances),
         )
-        yield destination.host, destination.port, {"contexts": move_contexts(instances)}
+        peer = AcceptedSyntaxes()
+
+        def on_accepted(accepted: DicomEvent) -> None:
+            peer.on_accepted(accepted)
+            keep_responses(accepted.assoc)  # pynetdicom's reactor race, see scu.py
+
+        handlers = [*NO_DELAY, (evt.EVT_ACCEPTED, on_accepted)]
+        yield (
+            destination.host,
+            destination.port,
+            {"contexts": move_contexts(instances), "evt_handlers": handlers},
+        )
         yield len(instances)
-        yield from sub_operations(instances, lambda: event.is_cancelled)
+        yield from sub_operations(instances, lambda: event.is_cancelled, peer)
 
     def on_get(self, event: DicomEvent) -> Iterator[Any]:
         """C-GET: the number of sub-operations, then each instance on this association."""
@@ -271,4 +283,5 @@ class QueryRetrieveSCP:
             return
         log.info("get started", calling_ae=self._calling(event), instances=len(instances))
         yield len(instances)
-        yield from sub_operations(instances, lambda: event.is_cancelled)
+        peer = AcceptedSyntaxes(event.assoc)
+        yield from sub_operations(instances, lambda: event.is_cancelled, peer)

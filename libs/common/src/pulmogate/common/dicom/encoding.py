@@ -50,8 +50,9 @@ ENCODING_ORDER = (
     ImageEncoding.RLE,
     ImageEncoding.UNCOMPRESSED,
 )
-# libjpeg-turbo (Pillow) quality 90, no chroma subsampling (4:4:4, YBR_FULL): coloured
-# text and lesion outlines keep their edges; about 65 KB per 512 x 512 overlay slice.
+# libjpeg-turbo (Pillow) quality 90, chroma subsampled 4:2:2 (YBR_FULL_422): the coloured
+# text and lesion outlines stay legible (docs/performance.md); about 60 KB per 512 x 512
+# overlay slice.
 JPEG_QUALITY = 90
 JPEG_METHOD = "ISO_10918_1"
 SUBSAMPLING = "4:2:2"
