@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from pydicom import dcmread
+from pydicom.uid import UID
 
 from pulmogate.tools.phantom import make_phantom, write_series
 from tests.fixtures import quirks
@@ -171,7 +172,7 @@ def test_a_wrong_called_ae_is_refused_a_non_ct_object_is_discarded_and_the_gatew
     mr_folder = tmp_path / "mr-object"
     mr_folder.mkdir()
     ds = dcmread(next(folder.iterdir()))
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = (
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID(
         "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
     )
     ds.SeriesInstanceUID = "2.25.424242424242"

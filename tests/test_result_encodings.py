@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -87,7 +88,7 @@ class PynetdicomSCP:
         self.folder.mkdir(parents=True, exist_ok=True)
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = [
-            build_context(cx.abstract_syntax, self.syntaxes)
+            build_context(cast(UID, cx.abstract_syntax), self.syntaxes)
             for cx in AllStoragePresentationContexts
         ]
         server = ae.start_server(
@@ -95,6 +96,7 @@ class PynetdicomSCP:
             block=False,
             evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
         )
+        assert server is not None
         try:
             yield self
         finally:
@@ -203,7 +205,8 @@ async def analysed_job(ctx: Context, tmp_path: Path, destinations: list[Peer]) -
     await service.on_event(AnalysisRequested(job_id=job_id))
     async with ctx.db.session() as session:
         analysed = await session.get(Job, job_id)
-        assert analysed is not None and analysed.status == JobStatus.ANALYSED, analysed.reason
+        assert analysed is not None
+        assert analysed.status == JobStatus.ANALYSED, analysed.reason
     return job_id
 
 

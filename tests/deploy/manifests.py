@@ -35,7 +35,7 @@ def _override(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
         return loader.construct_sequence(node, deep=True)
     if isinstance(node, yaml.MappingNode):
         return loader.construct_mapping(node, deep=True)
-    return loader.construct_scalar(node)  # type: ignore[arg-type]
+    return loader.construct_scalar(node)
 
 
 ComposeLoader.add_constructor("!reset", _reset)

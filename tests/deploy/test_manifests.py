@@ -41,7 +41,7 @@ def compose_schema() -> dict[str, Any]:
         .joinpath("compose-spec.json")
         .read_text()
     )
-    return json.loads(text)  # type: ignore[no-any-return]
+    return json.loads(text)
 
 
 def compose_errors(document: dict[str, Any]) -> list[str]:
@@ -276,7 +276,7 @@ def test_gpu_overlay_gives_inference_one_gpu_and_cpu_overlay_none() -> None:
     def inference(overlay: str) -> dict[str, Any]:
         deployment = _by_kind(kustomize_build(overlay), "Deployment")["pulmogate-inference"]
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        return container  # type: ignore[no-any-return]
+        return container
 
     gpu, cpu = inference("gpu"), inference("cpu")
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1

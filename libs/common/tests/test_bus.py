@@ -31,7 +31,7 @@ async def _collect(bus: Bus, queue: str, fail_times: int = 0) -> list[Event]:
     return seen
 
 
-async def _wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+async def _wait_for(predicate, timeout: float = 15.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:

@@ -20,12 +20,12 @@ def test_derived_uids_are_stable_valid_and_distinct() -> None:
 
 
 @pytest.mark.parametrize("uid", ["../../etc", "1.2/3", "1.2.3\\x", "", "01.2", "1." * 40])
-def test_path_like_uids_never_become_paths(tmp_path, uid: str) -> None:  # type: ignore[no-untyped-def]
+def test_path_like_uids_never_become_paths(tmp_path, uid: str) -> None:
     with pytest.raises(UnsafeName):
         Storage(tmp_path).instance_path("1.2", "1.3", uid)
 
 
-def test_atomic_write_leaves_the_whole_file_and_no_temp(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_atomic_write_leaves_the_whole_file_and_no_temp(tmp_path) -> None:
     target = tmp_path / "a" / "b.dcm"
     atomic_write(target, b"x" * 1000)
     assert target.read_bytes() == b"x" * 1000

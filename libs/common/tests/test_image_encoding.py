@@ -2,12 +2,14 @@
 what the sender proposes for each kind of result."""
 
 from io import BytesIO
+from typing import cast
 
 import numpy as np
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -36,7 +38,7 @@ def picture(samples: int = 3, size: int = 64) -> Dataset:
     """A native 8-bit Secondary Capture picture: a gradient with a coloured square."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = "2.25.1234"
+    meta.MediaStorageSOPInstanceUID = UID("2.25.1234")
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
@@ -131,7 +133,8 @@ def test_the_sender_offers_the_preferred_syntax_then_uncompressed() -> None:
 
 
 def test_pictures_are_stored_once_per_encoding_the_smallest_first() -> None:
-    forms = stored_forms(picture(), [ImageEncoding.UNCOMPRESSED, ImageEncoding.RLE, "rle"])
+    rle = cast(ImageEncoding, "rle")  # the name, as a destination's row holds it
+    forms = stored_forms(picture(), [ImageEncoding.UNCOMPRESSED, ImageEncoding.RLE, rle])
 
     assert [name for name, _ in forms] == ["rle", "uncompressed"]
     assert ordered([]) == [ImageEncoding.JPEG]

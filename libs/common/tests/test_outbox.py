@@ -2,9 +2,10 @@
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 
 from pulmogate.common.bus import make_bus
 from pulmogate.common.db.models import OutboxMessage
@@ -14,7 +15,7 @@ from pulmogate.common.outbox import OutboxRelay, enqueue
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, pg_url: str, tmp_path) -> AsyncIterator[Database]:  # type: ignore[no-untyped-def]
+async def db(request: pytest.FixtureRequest, pg_url: str, tmp_path) -> AsyncIterator[Database]:
     from pulmogate.common.db.migrate import upgrade_async
 
     if request.param == "sqlite":
@@ -24,7 +25,7 @@ async def db(request: pytest.FixtureRequest, pg_url: str, tmp_path) -> AsyncIter
         url = pg_url
     database = Database(url)
     async with database.session() as session:
-        await session.execute(OutboxMessage.__table__.delete())
+        await session.execute(cast(Table, OutboxMessage.__table__).delete())
     yield database
     await database.dispose()
 

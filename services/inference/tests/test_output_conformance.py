@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import pydicom
@@ -170,9 +171,11 @@ def test_highdicom_reads_every_group_segment_reference_and_the_impression(
     seg, path = kinds["seg"], tmp_path / "sr.dcm"
     kinds["sr"].save_as(path, enforce_file_format=True)
     report = hd.sr.srread(path)
+    # A MeasurementReport (TID 1500), which highdicom types as a bare ContentSequence.
+    content: Any = report.content
     labels = {int(s.SegmentNumber): str(s.SegmentLabel) for s in seg.SegmentSequence}
     referenced = {}
-    for group in report.content.get_volumetric_roi_measurement_groups():
+    for group in content.get_volumetric_roi_measurement_groups():
         segment = group.referenced_segment
         assert segment is not None
         assert segment.referenced_sop_instance_uid == seg.SOPInstanceUID
@@ -184,7 +187,7 @@ def test_highdicom_reads_every_group_segment_reference_and_the_impression(
         "Ground glass opacity": "Ground-glass opacity",
         "Lung consolidation": "Consolidation",
     }
-    others = report.content.get_image_measurement_groups()
+    others = content.get_image_measurement_groups()
     assert len(others) == 5  # both lungs, and each lesion in each lung
     total = next(g for g in others if g.finding_type.value == "39607008")
     assert [(q.name.value, q.value.value) for q in total.get_qualitative_evaluations()] == [

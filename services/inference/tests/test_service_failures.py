@@ -4,7 +4,7 @@ either."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +83,9 @@ async def _outcome(ctx: Context, job_id: int) -> tuple[Job, list[str]]:
         return job, list(lines)
 
 
-async def _analyse(ctx: Context, job_id: int) -> list[dict[str, Any]]:
+async def _analyse(ctx: Context, job_id: int) -> list[MutableMapping[str, Any]]:
     service = InferenceService()
-    service.ctx, service.segmenter = ctx, FailingSegmenter()  # type: ignore[assignment]
+    service.ctx, service.segmenter = ctx, FailingSegmenter()
     with capture_logs() as logs:
         await service.on_event(AnalysisRequested(job_id=job_id))
     return logs

@@ -46,13 +46,13 @@ def _spy_labels(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
     summary_texts: list[str] = []
     coloured_line = overlay_module.render.coloured_line
 
-    def spy_line(parts, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy_line(parts, *args, **kwargs):
         overlay_labels.append(str(parts[0][0]))
         return coloured_line(parts, *args, **kwargs)
 
     draw_text = summary_module.ImageDraw.ImageDraw.text
 
-    def spy_text(self, xy, text, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy_text(self, xy, text, *args, **kwargs):
         summary_texts.append(str(text))
         return draw_text(self, xy, text, *args, **kwargs)
 

@@ -87,7 +87,7 @@ def test_compressed_syntaxes_decode_losslessly(
 def _abdomen() -> list[pydicom.Dataset]:
     """The real abdomen sample with the Study, Series and SOP Instance UIDs it has empty
     filled in (the receiver refuses such files; these tests are about its pixels)."""
-    datasets = [pydicom.dcmread(p) for p in sorted(ABDOMEN_J2K.iterdir())]
+    datasets: list[pydicom.Dataset] = [pydicom.dcmread(p) for p in sorted(ABDOMEN_J2K.iterdir())]
     for ds in datasets:
         ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.826.0.1.1", "1.2.826.0.1.1.1"
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID

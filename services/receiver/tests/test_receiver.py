@@ -11,7 +11,7 @@ from pydicom import dcmread
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import JPEG2000Lossless, MRImageStorage, SecondaryCaptureImageStorage, generate_uid
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from sqlalchemy import select
 
 from pulmogate.common.db.models import Series, SeriesStatus
@@ -33,7 +33,7 @@ from services.receiver.tests.helpers import (
 J2K_SERIES = Path("/work/shared/data/abdomen_ct_j2k")
 
 
-def open_association(port: int, *sop_classes: str, called: str = AE_TITLE):  # type: ignore[no-untyped-def]
+def open_association(port: int, *sop_classes: str, called: str = AE_TITLE):
     """A pynetdicom SCU association (call from a thread: the receiver needs the loop)."""
     ae = AE(ae_title="TESTSCU")
     for sop_class in sop_classes or (CTImageStorage,):
@@ -149,7 +149,7 @@ async def test_undecodable_or_incomplete_datasets_get_cannot_understand(
     good = ct_slice(generate_uid(), generate_uid(), 0, sop_uid=sop_uid)
     with garbage.open("wb") as fh:
         fh.write(b"\0" * 128 + b"DICM")
-        write_file_meta_info(fh, good.file_meta)
+        write_file_meta_info(fh, good.file_meta)  # type: ignore[arg-type]  # any binary file
         for tag, value in ((b"\x08\x00\x16\x00", CTImageStorage), (b"\x08\x00\x18\x00", sop_uid)):
             raw = value.encode() + b"\0" * (len(value) % 2)
             fh.write(tag + b"UI" + len(raw).to_bytes(2, "little") + raw)
@@ -281,6 +281,7 @@ async def test_series_completes_by_idle_timeout_with_association_still_open(
         finally:
             await asyncio.to_thread(assoc.release)
     assert series.open_associations == 1
+    assert series.completed_at is not None
     assert (series.completed_at - series.last_received_at).total_seconds() >= 1.5
 
 
@@ -317,7 +318,7 @@ async def test_restart_clears_associations_of_the_old_process(
         await restarted.wait_arrivals(series_uid)
     assert waiting is not None and waiting.status == SeriesStatus.RECEIVING
     assert waiting.open_associations == 0 and waiting.interrupted_at is not None
-    assert series.completed_at is not None
+    assert series.completed_at is not None and series.interrupted_at is not None
     assert (series.completed_at - series.interrupted_at).total_seconds() >= 2.5
 
 

@@ -4,15 +4,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from pydicom import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from pulmogate.common.dicom.statuses import STATUS_SUCCESS
 from services.receiver.tests.helpers import AE_TITLE, ReceiverFactory, ct_slice
 
 
-def store(port: int, *datasets: object) -> list[int]:
+def store(port: int, *datasets: Dataset) -> list[int]:
     """Each dataset over one association: the statuses."""
     ae = AE(ae_title="NULSCU")
     ae.add_requested_context(CTImageStorage)

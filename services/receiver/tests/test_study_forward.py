@@ -9,6 +9,7 @@ behaviour, is proven in test_receiver.py and test_query_retrieve.py).
 import asyncio
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from pydicom.uid import MRImageStorage, SecondaryCaptureImageStorage
 from pynetdicom import AE, build_role
@@ -32,7 +33,7 @@ def _storescu(port: int, *paths: Path) -> list[str]:
         AE_TITLE,
         "127.0.0.1",
         str(port),
-        *paths,
+        *map(str, paths),
     ]
 
 
@@ -133,7 +134,9 @@ async def test_by_default_every_storage_class_is_accepted_in_both_roles(
         ae = AE(ae_title="TESTSCU")
         ae.add_requested_context(MRImageStorage)
         ae.add_requested_context(SecondaryCaptureImageStorage)
-        roles = [build_role(SecondaryCaptureImageStorage, scp_role=True)] if with_role else []
+        roles: list[Any] = (
+            [build_role(SecondaryCaptureImageStorage, scp_role=True)] if with_role else []
+        )
         assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE, ext_neg=roles)
         try:
             return {str(c.abstract_syntax) for c in assoc.accepted_contexts}

@@ -15,7 +15,7 @@ class Slice:
     pixel_spacing: str = "0.7\\0.7"
 
 
-def check(slices: list[Slice], max_mm: float = 2.5, min_slices: int = 16):  # type: ignore[no-untyped-def]
+def check(slices: list[Slice], max_mm: float = 2.5, min_slices: int = 16):
     return check_series(slices, max_slice_thickness_mm=max_mm, min_slices=min_slices)
 
 

@@ -4,6 +4,7 @@ with destinations, delivered once inference stored them, never for ignored jobs.
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -102,7 +103,7 @@ async def test_a_refused_series_under_a_rule_with_destinations_asks_for_a_notice
     ids=["notices-off", "no-destinations", "destination-disabled"],
 )
 async def test_no_notice_when_the_rule_does_not_want_one_or_has_nowhere_to_send_it(
-    router: tuple[RouterHarness, list[int]], rule: dict[str, object]
+    router: tuple[RouterHarness, list[int]], rule: dict[str, Any]
 ) -> None:
     harness, asked = router
     await add_rule(harness.ctx, **rule)

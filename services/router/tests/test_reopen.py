@@ -322,10 +322,10 @@ async def test_start_takes_up_every_intermediate_state_a_dead_process_left(
     await set_job(context, ids["analysed"], status=JobStatus.ANALYSED)
     async with context.db.session() as session:
         destination = await session.scalar(select(Destination.id))
-        job = await session.get(Job, ids["delivering"])
-        assert job is not None
-        job.status = JobStatus.DELIVERING
-        session.add(Delivery(job_id=job.id, destination_id=destination, status="pending"))
+        delivering = await session.get(Job, ids["delivering"])
+        assert delivering is not None
+        delivering.status = JobStatus.DELIVERING
+        session.add(Delivery(job_id=delivering.id, destination_id=destination, status="pending"))
 
     router = await start_router(context)
     try:

@@ -141,7 +141,7 @@ async def test_redelivered_series_arrived_keeps_one_job(router: RouterHarness) -
 
 
 async def finish_analysis(
-    router: RouterHarness, job: Job, status: str = JobStatus.ANALYSED
+    router: RouterHarness, job: Job, status: JobStatus = JobStatus.ANALYSED
 ) -> None:
     async with router.ctx.db.session() as session:
         row = await session.get(Job, job.id)

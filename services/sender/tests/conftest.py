@@ -6,11 +6,13 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 from pydicom.uid import SecondaryCaptureImageStorage
 from pynetdicom import AE, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -37,7 +39,8 @@ class StorageSCP:
     def _on_store(self, event: evt.Event) -> int:
         if self.status == 0x0000:
             with self.lock:
-                self.received[str(event.request.AffectedSOPInstanceUID)] += 1
+                request = cast(C_STORE, event.request)
+                self.received[str(request.AffectedSOPInstanceUID)] += 1
         return self.status
 
     def start(self) -> None:

@@ -190,6 +190,7 @@ async def test_a_peer_that_rejects_everything_fails_after_max_attempts_with_its_
     await sender.eventually(lambda: is_status(ctx, delivery_id, DeliveryStatus.FAILED))
     row = await delivery(ctx, delivery_id)
     assert row.attempts == 3
+    assert row.last_error is not None
     assert row.last_error == (
         f"PACS refused 3 of 3 objects (status 0xA700, first {row.last_error.split('first ')[1]}"
     )

@@ -86,11 +86,12 @@ def c_find(port: int, query: Dataset) -> list[Dataset]:
     assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
     assert assoc.is_established
     try:
-        found = []
+        found: list[Dataset] = []
         for status, identifier in assoc.send_c_find(
             query, StudyRootQueryRetrieveInformationModelFind
         ):
             if status and status.Status in (0xFF00, 0xFF01):
+                assert identifier is not None
                 found.append(identifier)
         return found
     finally:

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from pulmogate.common.db.accounts import Role
-from pulmogate.common.db.models import Job, JobLog, RoutingRule, Series
+from pulmogate.common.db.models import Job, JobLog, JobStatus, RoutingRule, Series
 from pulmogate.common.runtime import Context
 from services.api.tests.conftest import add_user
 from services.api.tests.rows import T0, MakeJob
@@ -130,7 +130,7 @@ async def test_results_show_patient_and_arrivals_and_reload_while_work_is_in_pro
     async with ctx.db.session() as session:
         job = await session.get(Job, running)
         assert job is not None
-        job.status = "done"
+        job.status = JobStatus.DONE
         session.add(
             Series(
                 series_uid="1.2.826.0.1.98.1",
