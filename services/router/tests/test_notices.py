@@ -26,7 +26,9 @@ from pulmogate.common.events import (
     NoticeRequested,
     ReanalysisRequested,
 )
+from pulmogate.common.joblog import add_log
 from pulmogate.common.runtime import Context
+from pulmogate.router.notices import REQUESTED_AGAIN
 
 from .conftest import RouterHarness, add_series, start_router
 from .test_router_service import add_rule, logs, routed_job
@@ -237,3 +239,49 @@ async def test_reconcile_announces_a_notice_delivery_left_pending(
         row.updated_at = utcnow() - timedelta(minutes=10)
     await harness.service.reconcile(requeue_after_s=30)
     await harness.eventually(lambda: announced(harness, delivery.id) == 2)
+
+
+async def test_a_notice_request_lost_with_the_process_is_made_again_at_start(
+    context: Context,
+) -> None:
+    """Asked for, then the process ended before inference built it. With the in-process bus
+    the request went with the process: the next start asks again, once. Not asked again: a
+    notice inference could not build (it said so) and one it stored. With RabbitMQ the
+    request waits in its queue, and nothing is asked again."""
+    asked: list[int] = []
+
+    async def capture(event: Event) -> None:
+        assert isinstance(event, NoticeRequested)
+        asked.append(event.job_id)
+
+    await context.bus.subscribe("test.router.lost", [NoticeRequested.routing_key], capture)
+    first = await start_router(context)
+    try:
+        await add_rule(context, destinations=[("pacs", True)])
+        jobs = [await routed_job(first, await add_series(context, thickness=5.0)) for _ in "abc"]
+        lost, unbuildable, built = (job.id for job in jobs)
+        await first.eventually(lambda: sorted(asked) == [lost, unbuildable, built])
+        async with context.db.session() as session:
+            add_log(
+                session,
+                unbuildable,
+                "inference",
+                "no failure notice sent: no instance of the series could be read for it",
+                level="warning",
+            )
+        await _store_notice(context, built)
+    finally:
+        await first.service.stop()
+
+    again = await start_router(context)
+    try:
+        expected = [] if context.bus.durable else [lost]
+        await again.eventually(lambda: asked[3:] == expected)
+        await asyncio.sleep(SETTLE_S)
+        assert asked[3:] == expected
+        assert (REQUESTED_AGAIN in await logs(context, lost)) == (not context.bus.durable)
+        await again.service.reconcile(requeue_after_s=30)  # the periodic round: not again
+        await asyncio.sleep(SETTLE_S)
+        assert asked[3:] == expected
+    finally:
+        await again.service.stop()

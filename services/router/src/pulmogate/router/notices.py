@@ -9,7 +9,7 @@ Ignored jobs (no rule) and failed deliveries never get one.
 """
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pulmogate.common.db.models import (
@@ -18,6 +18,7 @@ from pulmogate.common.db.models import (
     Delivery,
     DeliveryStatus,
     Job,
+    JobLog,
     OutputObject,
     RoutingRule,
 )
@@ -30,6 +31,8 @@ log = structlog.get_logger("pulmogate.router")
 
 SERVICE = "router"
 NOTICE_STATUSES = NO_RESULT_STATUSES
+REQUESTED = "failure notice requested for the rule's destinations"
+REQUESTED_AGAIN = f"{REQUESTED} again (the request ended with the process that stopped)"
 
 
 async def _rule(session: AsyncSession, job: Job) -> RoutingRule | None:
@@ -53,8 +56,9 @@ async def notice_wanted(session: AsyncSession, job: Job) -> bool:
     return bool(rule and rule.failure_notices and any(d.enabled for d in rule.destinations))
 
 
-async def request_notice(session: AsyncSession, job: Job) -> bool:
-    """Ask inference for the job's notice when one is wanted and none exists; True if asked."""
+async def request_notice(session: AsyncSession, job: Job, *, again: bool = False) -> bool:
+    """Ask inference for the job's notice when one is wanted and none exists; True if asked.
+    ``again``: the earlier request was lost (``lost_notice_requests``)."""
     if not await notice_wanted(session, job) or await _has_notice(session, job):
         return False
     # Deliveries left from an earlier round of a re-opened job carry the notice this time.
@@ -62,9 +66,35 @@ async def request_notice(session: AsyncSession, job: Job) -> bool:
         if delivery.status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
             restart_delivery(delivery)
     enqueue(session, NoticeRequested(job_id=job.id))
-    add_log(session, job.id, SERVICE, "failure notice requested for the rule's destinations")
-    log.info("failure notice requested", job_id=job.id)
+    add_log(session, job.id, SERVICE, REQUESTED_AGAIN if again else REQUESTED)
+    log.info("failure notice requested", job_id=job.id, again=again)
     return True
+
+
+async def lost_notice_requests(session: AsyncSession) -> list[int]:
+    """Jobs whose notice was asked for and neither stored nor refused by inference: the
+    last line of their log is still the request. An in-process bus loses a request with
+    the process (RabbitMQ keeps it), so at start these are asked for again."""
+    last_line = (
+        select(JobLog.message)
+        .where(JobLog.job_id == Job.id)
+        .order_by(JobLog.id.desc())
+        .limit(1)
+        .correlate(Job)
+        .scalar_subquery()
+    )
+    has_notice = exists().where(
+        OutputObject.job_id == Job.id, OutputObject.kind.in_(FAILURE_NOTICE_KINDS)
+    )
+    rows = await session.scalars(
+        select(Job.id)
+        .where(Job.status.in_([str(s) for s in NOTICE_STATUSES]))
+        .where(Job.purged_at.is_(None))
+        .where(~has_notice)
+        .where(last_line.startswith(REQUESTED))
+        .order_by(Job.id)
+    )
+    return list(rows)
 
 
 async def plan_notice_deliveries(session: AsyncSession, job: Job) -> list[Delivery]:

@@ -45,7 +45,12 @@ from pulmogate.router.jobs import (
     reopen_job,
     route_series,
 )
-from pulmogate.router.notices import NOTICE_STATUSES, follow_up
+from pulmogate.router.notices import (
+    NOTICE_STATUSES,
+    follow_up,
+    lost_notice_requests,
+    request_notice,
+)
 
 log = structlog.get_logger("pulmogate.router")
 
@@ -231,7 +236,8 @@ class RouterService:
         instances than they were decided on are reconsidered; ANALYSED jobs are delivered;
         ANALYSING jobs whose process is gone are queued again; QUEUED jobs and due
         deliveries are announced again. ``orphaned``: nothing is in flight (an in-process
-        bus at start), so no age is waited for.
+        bus at start), so no age is waited for, and failure notices asked for but never
+        built are asked for again.
         """
         assert self.ctx is not None
         ctx = self.ctx
@@ -268,6 +274,7 @@ class RouterService:
                 await session.scalars(select(Job).where(Job.status == JobStatus.ANALYSING))
             ).all()
             left = [j.id for j in analysing if orphaned or analysis_gone(j, now)]
+            lost_notices = await lost_notice_requests(session) if orphaned else []
         for series_id in unrouted:
             await self._safely(self.route(series_id), "route", series_id)
         for series_id in grown:
@@ -277,6 +284,8 @@ class RouterService:
         requeued = 0
         for job_id in left:
             requeued += await self._requeue_interrupted(job_id, orphaned=orphaned)
+        for job_id in lost_notices:
+            await self._safely(self._request_notice_again(job_id), "notice", job_id)
         async with ctx.db.session() as session:
             queued = (
                 await session.scalars(
@@ -312,13 +321,14 @@ class RouterService:
                 delivery.updated_at = now
                 enqueue(session, DeliveryRequested(delivery_id=delivery.id), delay_s=max(wait_s, 0))
                 deliveries += 1
-        if unrouted or grown or analysed or requeued or queued or deliveries:
+        if unrouted or grown or analysed or requeued or lost_notices or queued or deliveries:
             log.info(
                 "reconciled",
                 routed=len(unrouted),
                 reconsidered=len(grown),
                 deliveries_planned=len(analysed),
                 interrupted_analyses=requeued,
+                notices_requested_again=len(lost_notices),
                 analysis_requeued=len(queued),
                 deliveries_requeued=deliveries,
             )
@@ -345,6 +355,15 @@ class RouterService:
             enqueue(session, AnalysisRequested(job_id=job.id))
         log.info("interrupted analysis queued again", job_id=job_id)
         return 1
+
+    async def _request_notice_again(self, job_id: int) -> None:
+        """Ask again for a failure notice whose request was lost (``lost_notice_requests``)."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        async with ctx.db.session() as session:
+            job = await session.get(Job, job_id, with_for_update=ctx.db.lock(Job))
+            if job is not None:
+                await request_notice(session, job, again=True)
 
     async def _safely(self, work: Awaitable[None], what: str, ident: int) -> None:
         """One reconcile step; a failure is logged and the next step still runs."""
