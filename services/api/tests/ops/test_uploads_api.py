@@ -9,7 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from pydicom import dcmread
+from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+from sqlalchemy import func, select
 
 from pulmogate.common.db.models import Instance, OutboxMessage, Series
 from pulmogate.common.db.operations import Upload
@@ -143,6 +145,67 @@ async def test_a_non_dicom_file_and_an_empty_upload_are_refused(
     assert text.status_code == empty.status_code == 422
     assert text.json()["detail"].startswith("readme.txt: not a DICOM file")
     assert empty.json()["detail"] == "(upload): no DICOM files in the upload"
+
+
+def _other_objects(phantom: Path, folder: Path) -> dict[str, bytes]:
+    """A study export's other objects, made from a phantom slice: a scout (CT, LOCALIZER)
+    and a secondary capture (a dose page)."""
+    folder.mkdir(exist_ok=True)
+    scout = dcmread(phantom)
+    scout.SeriesInstanceUID = scout.SOPInstanceUID = generate_uid()
+    scout.file_meta.MediaStorageSOPInstanceUID = scout.SOPInstanceUID
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    capture = dcmread(phantom)
+    capture.SeriesInstanceUID = capture.SOPInstanceUID = generate_uid()
+    capture.file_meta.MediaStorageSOPInstanceUID = capture.SOPInstanceUID
+    capture.SOPClassUID = capture.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    out = {}
+    for name, ds in (("scout.dcm", scout), ("dose.dcm", capture)):
+        ds.save_as(folder / name)
+        out[f"study/{name}"] = (folder / name).read_bytes()
+    return out
+
+
+async def test_a_study_export_keeps_its_ct_series_and_lists_the_other_objects_skipped(
+    client: httpx.AsyncClient, ctx: Context, phantom_files: list[Path], tmp_path: Path
+) -> None:
+    """As when a PACS forwards the study (non_ct_objects = discard): not stored, no series."""
+    ct = {f"study/slice{i}.dcm": p.read_bytes() for i, p in enumerate(phantom_files)}
+    data = _zip(ct | _other_objects(phantom_files[0], tmp_path / "others"))
+
+    response = await client.post("/api/v1/uploads", files={"files": ("export.zip", data)})
+
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["files"] == 6 and len(body["series"]) == 1
+    assert body["skipped"] == [
+        {"file": "export.zip/study/scout.dcm", "reason": "a CT localizer (scout)"},
+        {
+            "file": "export.zip/study/dose.dcm",
+            "reason": "SecondaryCaptureImageStorage is not a CT image",
+        },
+    ]
+    async with ctx.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Series)) == 1
+    assert len(list(ctx.storage.incoming_folder().rglob("*.dcm"))) == 6
+
+
+async def test_an_upload_of_other_objects_only_or_under_reject_is_refused_naming_them(
+    client: httpx.AsyncClient, ctx: Context, phantom_files: list[Path], tmp_path: Path
+) -> None:
+    others = _other_objects(phantom_files[0], tmp_path / "others")
+    only = await client.post("/api/v1/uploads", files={"files": ("o.zip", _zip(others))})
+    ctx.settings.non_ct_objects = "reject"
+    ct = {"study/slice0.dcm": phantom_files[0].read_bytes()}
+    rejected = await client.post("/api/v1/uploads", files={"files": ("r.zip", _zip(ct | others))})
+
+    assert only.status_code == rejected.status_code == 422
+    assert only.json()["detail"] == (
+        "(upload): no CT image to analyse in the upload: 2 other object(s) skipped, "
+        "e.g. o.zip/study/scout.dcm: a CT localizer (scout)"
+    )
+    assert rejected.json()["detail"] == "r.zip/study/scout.dcm: a CT localizer (scout)"
+    assert not any(p.is_file() for p in ctx.storage.root.rglob("*.dcm"))
 
 
 async def test_an_unknown_rule_is_a_404(

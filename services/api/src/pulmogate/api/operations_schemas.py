@@ -83,11 +83,19 @@ class UploadedSeries(BaseModel):
     rule_id: int | None
 
 
+class SkippedFile(BaseModel):
+    """An object of the upload that is not a CT image to analyse: not stored."""
+
+    file: str
+    reason: str
+
+
 class UploadResult(BaseModel):
-    """What an upload stored."""
+    """What an upload stored, and what it skipped (see ``non_ct_objects``)."""
 
     files: int
     series: list[UploadedSeries]
+    skipped: list[SkippedFile] = []
 
 
 class ServiceState(BaseModel):

@@ -17,8 +17,6 @@ from collections import Counter
 from collections.abc import Iterable
 
 import structlog
-from pydicom import Dataset
-from pydicom.multival import MultiValue
 from pydicom.uid import UID, AllTransferSyntaxes
 from pynetdicom import AllStoragePresentationContexts
 
@@ -27,7 +25,6 @@ from pulmogate.common.dicom.syntaxes import ACCEPTED_STORAGE_CLASSES
 log = structlog.get_logger("pulmogate.receiver")
 
 DISCARD, REJECT = "discard", "reject"
-LOCALIZER = "LOCALIZER"
 CT_CLASSES = frozenset(str(uid) for uid in ACCEPTED_STORAGE_CLASSES)
 OTHER_STORAGE_CLASSES: list[UID] = [
     UID(str(cx.abstract_syntax))
@@ -41,27 +38,6 @@ ANY_TRANSFER_SYNTAX: list[UID] = [UID(uid) for uid in AllTransferSyntaxes]
 def is_ct_class(sop_class_uid: str) -> bool:
     """True for the storage classes the receiver keeps (CT and Enhanced CT Image Storage)."""
     return str(sop_class_uid) in CT_CLASSES
-
-
-def is_localizer(ds: Dataset) -> bool:
-    """True for a scout: ImageType value 3 (or a later one) is LOCALIZER (PS3.3 C.8.2.1.1.1)."""
-    try:
-        image_type = ds.get("ImageType")
-    except Exception:  # an undecodable ImageType: not a reason to drop the image
-        return False
-    if image_type is None:
-        return False
-    if isinstance(image_type, MultiValue | list):
-        values = [str(v) for v in image_type]
-    else:
-        values = str(image_type).split("\\")
-    return any(v.strip().upper() == LOCALIZER for v in values[2:])
-
-
-def class_name(sop_class_uid: str) -> str:
-    """A SOP class as a readable name for logs and metrics (its UID when unknown)."""
-    uid = UID(str(sop_class_uid))
-    return uid.keyword or str(uid)
 
 
 class DiscardTally:

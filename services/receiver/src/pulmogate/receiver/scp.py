@@ -28,6 +28,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pulmogate.common.db.models import utcnow
 from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.intake.header import CannotUnderstand, read_received, uid_text
+from pulmogate.common.dicom.intake.kinds import class_name, is_localizer
 from pulmogate.common.dicom.intake.rows import Peer
 from pulmogate.common.dicom.intake.values import instance_values
 from pulmogate.common.dicom.statuses import (
@@ -51,9 +52,7 @@ from pulmogate.receiver.other_objects import (
     CT_CLASSES,
     REJECT,
     DiscardTally,
-    class_name,
     is_ct_class,
-    is_localizer,
     storage_classes,
 )
 from pulmogate.receiver.pending import PendingInstances

@@ -3,6 +3,7 @@ files become series routed like received ones."""
 
 import asyncio
 import contextlib
+from functools import partial
 from pathlib import Path
 from typing import IO, Annotated
 
@@ -59,10 +60,14 @@ async def store_upload(
     """
     unpacked = staging / "unpacked"
     unpacked.mkdir()
+    skip_others = ctx.settings.non_ct_objects == "discard"
     try:
-        items = await asyncio.to_thread(ingest.stage_and_check, sources, unpacked)
+        checked = await asyncio.to_thread(
+            partial(ingest.stage_and_check, skip_others=skip_others), sources, unpacked
+        )
     except UnsafeUpload as exc:
         raise ingest.UploadRefused(f"{exc.name}: {exc.reason}") from exc
+    items = checked.files
     await ingest.check_series_are_new(ctx.db, {i.values.series_uid for i in items})
     await ingest.check_instances_are_new(ctx.db, items)
     filed = await asyncio.to_thread(ingest.file_into_storage, items, ctx.storage)
@@ -74,12 +79,13 @@ async def store_upload(
             user=user.name,
             peer_ip=peer_ip,
             called_ae=ctx.settings.ae_title,
+            skipped=checked.skipped,
             audit=lambda s, result: audit_change(
                 s,
                 user,
                 "upload.create",
                 f"series {', '.join(str(x.series_id) for x in result.series)}",
-                {"files": result.files, "rule_id": rule_id},
+                {"files": result.files, "skipped": len(result.skipped), "rule_id": rule_id},
             ),
         )
     except BaseException:

@@ -63,8 +63,14 @@ WORDS: dict[str, dict[str, str]] = {
         "ru": "Удалить задачу вместе с файлами?",
     },
     "upload_help": {
-        "en": "A zip of a CT series or its DICOM files. Each series becomes a job.",
-        "ru": "Zip-архив КТ-серии или её DICOM-файлы. Каждая серия станет задачей.",
+        "en": "A zip of a CT study or its DICOM files. Each CT series becomes a job; scouts, "
+        "reports and other objects are skipped.",
+        "ru": "Zip-архив КТ-исследования или его DICOM-файлы. Каждая КТ-серия станет задачей; "
+        "топограммы, отчёты и другие объекты пропускаются.",
+    },
+    "skipped": {
+        "en": "skipped (not a CT series to analyse)",
+        "ru": "пропущено (не КТ-серия для анализа)",
     },
     "files": {"en": "Files", "ru": "Файлы"},
     "rule": {"en": "Rule", "ru": "Правило"},

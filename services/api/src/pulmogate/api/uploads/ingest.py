@@ -2,6 +2,11 @@
 
 All or nothing: every file is checked before any is filed; one bad file refuses the upload
 with its name and the reason. A series already held by PulmoGate is refused (409).
+
+The other objects of an exported study (scouts, dose reports, secondary captures, SRs) are
+treated as the receiver treats them when a PACS forwards the study: under
+``non_ct_objects = discard`` (default) they are skipped, not stored, and listed in the
+answer with the reason; under ``reject`` the upload is refused naming the first.
 """
 
 import contextlib
@@ -14,18 +19,27 @@ from pathlib import Path
 from typing import IO
 
 import structlog
+from pydicom import Dataset
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pulmogate.api.errors import ApiError, Conflict
-from pulmogate.api.operations_schemas import UploadedSeries, UploadResult
+from pulmogate.api.operations_schemas import SkippedFile, UploadedSeries, UploadResult
 from pulmogate.api.uploads.unpack import Budget, StagedFile, UnsafeUpload, stage
 from pulmogate.common.db.models import Instance, Job, Series, SeriesStatus, utcnow
 from pulmogate.common.db.operations import Upload
 from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.intake.announce import announce_arrival
-from pulmogate.common.dicom.intake.header import CannotUnderstand, read_header, stored_classes
+from pulmogate.common.dicom.intake.header import (
+    CT_CLASSES,
+    CannotUnderstand,
+    file_meta_text,
+    read_header,
+    stored_classes,
+    uid_text,
+)
+from pulmogate.common.dicom.intake.kinds import class_name, is_localizer
 from pulmogate.common.dicom.intake.rows import InstanceRows, Peer, StoredInstance
 from pulmogate.common.dicom.intake.values import InstanceValues, fields_with_nul, instance_values
 from pulmogate.common.storage import Storage, move_durably
@@ -57,11 +71,34 @@ class CheckedFile:
     values: InstanceValues
 
 
-def check_file(staged: StagedFile) -> CheckedFile:
+class NotForAnalysis(Exception):
+    """A DICOM object of the study that is not a CT series to analyse (the reason)."""
+
+
+def _not_for_analysis(ds: Dataset) -> str | None:
+    """Why a readable object is not a CT image to analyse, or None when it is one."""
+    sop_class = file_meta_text(ds, "MediaStorageSOPClassUID") or uid_text(ds, "SOPClassUID")
+    if not sop_class:
+        return None  # stored_classes refuses it
+    if sop_class not in CT_CLASSES:
+        return f"{class_name(sop_class)} is not a CT image"
+    if is_localizer(ds):
+        return "a CT localizer (scout)"
+    return None
+
+
+def check_file(staged: StagedFile, *, skip_others: bool = True) -> CheckedFile:
     """Read the header as the receiver does; refuse anything that is not a CT instance with
-    valid UIDs, has no pixel data or holds a NUL in a value PulmoGate indexes."""
+    valid UIDs, has no pixel data or holds a NUL in a value PulmoGate indexes. A DICOM object
+    that is not a CT image to analyse raises ``NotForAnalysis`` (``skip_others``) or is
+    refused."""
     try:
         ds = read_header(staged.path)
+        other = _not_for_analysis(ds)
+        if other is not None and skip_others:
+            raise NotForAnalysis(other)
+        if other is not None:
+            raise CannotUnderstand(other)
         sop_class, syntax = stored_classes(ds)
     except CannotUnderstand as exc:
         raise UnsafeUpload(staged.name, str(exc)) from exc
@@ -80,17 +117,38 @@ def check_file(staged: StagedFile) -> CheckedFile:
     return CheckedFile(staged, values)
 
 
-def stage_and_check(files: Iterable[tuple[str, IO[bytes]]], staging: Path) -> list[CheckedFile]:
+@dataclass(frozen=True)
+class Checked:
+    """The CT instances of an upload, and the other objects it skipped."""
+
+    files: list[CheckedFile]
+    skipped: list[SkippedFile]
+
+
+def stage_and_check(
+    files: Iterable[tuple[str, IO[bytes]]], staging: Path, *, skip_others: bool = True
+) -> Checked:
     """Unpack and check every uploaded file (blocking: run it in a thread)."""
     budget = Budget()
     checked: dict[str, CheckedFile] = {}
+    skipped: list[SkippedFile] = []
     for name, src in files:
         for staged in stage(name, src, staging, budget):
-            item = check_file(staged)
+            try:
+                item = check_file(staged, skip_others=skip_others)
+            except NotForAnalysis as other:
+                skipped.append(SkippedFile(file=staged.name, reason=str(other)))
+                continue
             checked.setdefault(item.values.sop_instance_uid, item)
+    if not checked and skipped:
+        raise UnsafeUpload(
+            "(upload)",
+            f"no CT image to analyse in the upload: {len(skipped)} other object(s) skipped, "
+            f"e.g. {skipped[0].file}: {skipped[0].reason}",
+        )
     if not checked:
         raise UnsafeUpload("(upload)", "no DICOM files in the upload")
-    return list(checked.values())
+    return Checked(list(checked.values()), skipped)
 
 
 def file_into_storage(items: list[CheckedFile], storage: Storage) -> list[InstanceValues]:
@@ -169,9 +227,11 @@ async def record_upload(
     user: str,
     peer_ip: str,
     called_ae: str,
+    skipped: list[SkippedFile] | None = None,
     audit: Callable[[AsyncSession, UploadResult], None] | None = None,
 ) -> UploadResult:
-    """Create the series and instance rows as COMPLETE and stage one SeriesArrived each."""
+    """Create the series and instance rows as COMPLETE and stage one SeriesArrived each;
+    ``skipped``: the upload's other objects, for the answer."""
     try:
         return await _record_upload(
             db,
@@ -179,6 +239,7 @@ async def record_upload(
             rule_id=rule_id,
             user=user,
             peer=Peer(calling_ae=UPLOAD_AE, called_ae=called_ae, peer_ip=peer_ip),
+            skipped=skipped or [],
             audit=audit,
         )
     except IntegrityError as exc:
@@ -196,6 +257,7 @@ async def _record_upload(
     rule_id: int | None,
     user: str,
     peer: Peer,
+    skipped: list[SkippedFile],
     audit: Callable[[AsyncSession, UploadResult], None] | None,
 ) -> UploadResult:
     by_series: dict[str, list[InstanceValues]] = {}
@@ -231,10 +293,16 @@ async def _record_upload(
                 )
             )
         await rows.write()
-        result = UploadResult(files=len(filed), series=out)
+        result = UploadResult(files=len(filed), series=out, skipped=skipped)
         if audit is not None:
             audit(session, result)
-    log.info("upload stored", series=len(out), files=len(filed), rule_id=rule_id)
+    log.info(
+        "upload stored",
+        series=len(out),
+        files=len(filed),
+        skipped=len(skipped),
+        rule_id=rule_id,
+    )
     return result
 
 

@@ -79,7 +79,9 @@
         bar.value = 100;
         result.className = "notice";
         var series = (body.series || []).map(function (s) { return s.series_uid + " (" + s.instance_count + ")"; });
-        result.textContent = result.dataset.uploaded + ": " + body.files + " — " + series.join(", ");
+        var skipped = (body.skipped || []).length;
+        result.textContent = result.dataset.uploaded + ": " + body.files + " — " + series.join(", ") +
+          (skipped ? "; " + result.dataset.skipped + ": " + skipped : "");
         result.dataset.done = "true";
       })
       .catch(function (error) {
