@@ -208,6 +208,31 @@ async def test_an_upload_of_other_objects_only_or_under_reject_is_refused_naming
     assert not any(p.is_file() for p in ctx.storage.root.rglob("*.dcm"))
 
 
+async def test_an_upload_whose_filing_fails_midway_leaves_none_of_its_files(
+    client: httpx.AsyncClient, ctx: Context, phantom_files: list[Path], tmp_path: Path
+) -> None:
+    """Two series; a file where the second one's folder must go makes its move fail after
+    the first series was moved: the first one's files are removed again."""
+    second = write_series(make_phantom(slices=2, size=64), tmp_path / "second", seed=4)
+    blocked = dcmread(second[0])
+    folder = ctx.storage.instance_path(
+        str(blocked.StudyInstanceUID), str(blocked.SeriesInstanceUID), str(blocked.SOPInstanceUID)
+    ).parent
+    folder.parent.mkdir(parents=True)
+    folder.write_bytes(b"in the way")
+    data = _zip(
+        {f"a/{i}.dcm": p.read_bytes() for i, p in enumerate(phantom_files)}
+        | {f"b/{i}.dcm": p.read_bytes() for i, p in enumerate(second)}
+    )
+
+    with pytest.raises(FileExistsError):  # a 500 from the server; the test client raises it
+        await client.post("/api/v1/uploads", files={"files": ("two.zip", data)})
+
+    assert not list(ctx.storage.incoming_folder().rglob("*.dcm"))
+    async with ctx.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Series)) == 0
+
+
 async def test_an_unknown_rule_is_a_404(
     client: httpx.AsyncClient, phantom_files: list[Path]
 ) -> None:

@@ -152,7 +152,8 @@ def stage_and_check(
 
 
 def file_into_storage(items: list[CheckedFile], storage: Storage) -> list[InstanceValues]:
-    """Move the (fsynced) staged files to their instance paths, durably; their values there."""
+    """Move the (fsynced) staged files to their instance paths, durably; their values there.
+    When a move fails, the files already moved are removed (nothing of the upload stays)."""
     filed = [
         replace(
             item.values,
@@ -164,7 +165,13 @@ def file_into_storage(items: list[CheckedFile], storage: Storage) -> list[Instan
         )
         for item in items
     ]
-    move_durably([(item.staged.path, Path(v.path)) for item, v in zip(items, filed, strict=True)])
+    try:
+        move_durably(
+            [(item.staged.path, Path(v.path)) for item, v in zip(items, filed, strict=True)]
+        )
+    except BaseException:
+        unfile(filed)  # those moved before the failure: the upload records nothing
+        raise
     return filed
 
 
