@@ -225,9 +225,12 @@ async def test_an_upload_whose_filing_fails_midway_leaves_none_of_its_files(
         | {f"b/{i}.dcm": p.read_bytes() for i, p in enumerate(second)}
     )
 
-    with pytest.raises(FileExistsError):  # a 500 from the server; the test client raises it
-        await client.post("/api/v1/uploads", files={"files": ("two.zip", data)})
+    response = await client.post("/api/v1/uploads", files={"files": ("two.zip", data)})
 
+    assert response.status_code == 500, response.text
+    assert response.json()["detail"] == (
+        "the upload could not be filed into storage (File exists): nothing was kept"
+    )
     assert not list(ctx.storage.incoming_folder().rglob("*.dcm"))
     async with ctx.db.session() as session:
         assert await session.scalar(select(func.count()).select_from(Series)) == 0

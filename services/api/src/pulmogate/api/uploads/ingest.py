@@ -10,6 +10,7 @@ answer with the reason; under ``reject`` the upload is refused naming the first.
 """
 
 import contextlib
+import errno
 import shutil
 import tempfile
 import uuid
@@ -60,6 +61,12 @@ class StorageFull(ApiError):
     """The storage volume is above its watermark (507)."""
 
     status_code = 507
+
+
+class StorageFault(ApiError):
+    """The checked files could not be moved into storage (500, nothing kept)."""
+
+    status_code = 500
 
 
 @dataclass(frozen=True)
@@ -169,8 +176,16 @@ def file_into_storage(items: list[CheckedFile], storage: Storage) -> list[Instan
         move_durably(
             [(item.staged.path, Path(v.path)) for item, v in zip(items, filed, strict=True)]
         )
-    except BaseException:
+    except OSError as exc:
         unfile(filed)  # those moved before the failure: the upload records nothing
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        fault = StorageFull if full else StorageFault
+        reason = exc.strerror or type(exc).__name__
+        raise fault(
+            f"the upload could not be filed into storage ({reason}): nothing was kept"
+        ) from exc
+    except BaseException:
+        unfile(filed)
         raise
     return filed
 
