@@ -100,6 +100,8 @@ def test_operator_uploads_a_study_and_follows_it_to_its_results(
         shot("02-rule-created")
 
         page.click("text=New task")
+        # Its script takes the form over (chunked, resumable); before that it would post plain.
+        expect(page.locator("#upload-form[data-ready=true]")).to_have_count(1)
         page.set_input_files(
             "input[name=files]",
             files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image" * 40}],

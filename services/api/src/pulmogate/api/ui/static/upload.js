@@ -90,4 +90,5 @@
         result.dataset.done = "error";
       });
   });
+  form.dataset.ready = "true"; // the chunked upload is in charge of the form from here
 })();
