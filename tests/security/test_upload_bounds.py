@@ -11,6 +11,7 @@ import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from pulmogate.tools.phantom import make_phantom, write_series
 from tests.security.api_process import (
     ApiProcess,
+    StreamedAnswer,
     fill_to,
     folder_bytes,
     run_api,
@@ -80,6 +82,20 @@ def _grown(api: ApiProcess, before: int) -> int:
     return folder_bytes(api.data_dir) + folder_bytes(api.temp_dir) - before
 
 
+def upload_of(api: ApiProcess, headers: dict[str, str], size: int, **kwargs: Any) -> StreamedAnswer:
+    """A multipart upload declaring ``size`` bytes, streamed at most that far (one file part,
+    then NUL bytes), as ``stream_post`` sends it."""
+    return stream_post(
+        api.port,
+        "/api/v1/uploads",
+        {**MULTIPART, **headers},
+        declared=size,
+        send_at_most=size,
+        prefix=FILE_PART,
+        **kwargs,
+    )
+
+
 def _written(api: ApiProcess) -> int:
     return folder_bytes(api.data_dir) + folder_bytes(api.temp_dir)
 
@@ -87,14 +103,7 @@ def _written(api: ApiProcess) -> int:
 def test_an_anonymous_600_mb_upload_is_refused_before_its_body_is_read(api: ApiProcess) -> None:
     before = _written(api)
 
-    answer = stream_post(
-        api.port,
-        "/api/v1/uploads",
-        MULTIPART,
-        declared=600 * MiB,
-        send_at_most=600 * MiB,
-        prefix=FILE_PART,
-    )
+    answer = upload_of(api, {}, 600 * MiB)
 
     assert answer.status == 401, answer.head
     assert answer.seconds < 5
@@ -108,14 +117,7 @@ def test_a_viewer_upload_is_refused_by_its_role_before_its_body_is_read(
 ) -> None:
     before = _written(api)
 
-    answer = stream_post(
-        api.port,
-        "/api/v1/uploads",
-        {**MULTIPART, **bearer(tokens["viewer"])},
-        declared=600 * MiB,
-        send_at_most=600 * MiB,
-        prefix=FILE_PART,
-    )
+    answer = upload_of(api, bearer(tokens["viewer"]), 600 * MiB)
 
     assert answer.status == 403, answer.head
     assert b"the viewer role may not do this" in answer.body
@@ -130,14 +132,7 @@ def test_a_viewer_session_without_the_csrf_header_is_refused_before_the_body(
         cookie = "; ".join(f"{k}={v}" for k, v in viewer.cookies.items())
     before = _written(api)
 
-    answer = stream_post(
-        api.port,
-        "/api/v1/uploads",
-        {**MULTIPART, "Cookie": cookie},
-        declared=600 * MiB,
-        send_at_most=600 * MiB,
-        prefix=FILE_PART,
-    )
+    answer = upload_of(api, {"Cookie": cookie}, 600 * MiB)
 
     assert answer.status == 403, answer.head
     assert answer.seconds < 5 and answer.sent_bytes < 64 * MiB
@@ -149,14 +144,7 @@ def test_a_declared_length_over_the_limit_is_refused_before_any_byte_is_read(
 ) -> None:
     before = _written(api)
 
-    answer = stream_post(
-        api.port,
-        "/api/v1/uploads",
-        {**MULTIPART, **bearer(tokens["operator"])},
-        declared=800 * MiB,
-        send_at_most=800 * MiB,
-        prefix=FILE_PART,
-    )
+    answer = upload_of(api, bearer(tokens["operator"]), 800 * MiB)
 
     assert answer.status == 413, answer.head
     assert b"request body of 838860800 bytes is over the 700 MiB" in answer.body
@@ -172,13 +160,10 @@ def test_a_client_still_sending_when_refused_reads_the_refusal_not_a_reset(
     # ten clients that read a little late, with a small receive window (without the
     # lingering close about a third of them lost the body here).
     for _ in range(10):
-        answer = stream_post(
-            api.port,
-            "/api/v1/uploads",
-            {**MULTIPART, **bearer(tokens["operator"])},
-            declared=800 * MiB,
-            send_at_most=800 * MiB,
-            prefix=FILE_PART,
+        answer = upload_of(
+            api,
+            bearer(tokens["operator"]),
+            800 * MiB,
             read_after_s=0.05,
             receive_buffer=4096,
         )
@@ -278,14 +263,7 @@ def test_an_upload_that_crosses_the_watermark_while_streaming_stops_with_507(
 ) -> None:
     fill_to(tight.data_dir, 55)
 
-    answer = stream_post(
-        tight.port,
-        "/api/v1/uploads",
-        {**MULTIPART, **bearer(tight_token)},
-        declared=15 * MiB,
-        send_at_most=15 * MiB,
-        prefix=FILE_PART,
-    )
+    answer = upload_of(tight, bearer(tight_token), 15 * MiB)
 
     assert answer.status == 507, answer.head
     assert re.search(rb"upload refused: storage 6\d\.\d % full, above the 60 % limit", answer.body)

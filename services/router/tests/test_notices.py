@@ -37,16 +37,22 @@ from .test_router_service import add_rule, logs, routed_job
 SETTLE_S = 0.5  # five outbox polls: what would be published has been by then
 
 
-@pytest.fixture
-async def router(context: Context) -> AsyncIterator[tuple[RouterHarness, list[int]]]:
-    """The router, and the job ids of every notice.requested it published."""
+async def notices_asked(ctx: Context, queue: str) -> list[int]:
+    """The job ids of every notice.requested published from now on (a test queue)."""
     asked: list[int] = []
 
     async def capture(event: Event) -> None:
         assert isinstance(event, NoticeRequested)
         asked.append(event.job_id)
 
-    await context.bus.subscribe("test.router.notices", [NoticeRequested.routing_key], capture)
+    await ctx.bus.subscribe(queue, [NoticeRequested.routing_key], capture)
+    return asked
+
+
+@pytest.fixture
+async def router(context: Context) -> AsyncIterator[tuple[RouterHarness, list[int]]]:
+    """The router, and the job ids of every notice.requested it published."""
+    asked = await notices_asked(context, "test.router.notices")
     harness = await start_router(context)
     yield harness, asked
     await harness.service.stop()
@@ -249,13 +255,7 @@ async def test_a_notice_request_lost_with_the_process_is_made_again_at_start(
     the request went with the process: the next start asks again, once. Not asked again: a
     notice inference could not build (it said so) and one it stored. With RabbitMQ the
     request waits in its queue, and nothing is asked again."""
-    asked: list[int] = []
-
-    async def capture(event: Event) -> None:
-        assert isinstance(event, NoticeRequested)
-        asked.append(event.job_id)
-
-    await context.bus.subscribe("test.router.lost", [NoticeRequested.routing_key], capture)
+    asked = await notices_asked(context, "test.router.lost")
     first = await start_router(context)
     try:
         await add_rule(context, destinations=[("pacs", True)])

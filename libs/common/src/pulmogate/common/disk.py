@@ -1,8 +1,12 @@
 """Disk use of the storage volume and the watermark above which nothing new is accepted."""
 
+import errno
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+# A write that failed with one of these failed for want of space (or quota), not a fault.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @dataclass(frozen=True)

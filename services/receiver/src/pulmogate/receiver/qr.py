@@ -255,7 +255,7 @@ class QueryRetrieveSCP:
         peer = AcceptedSyntaxes()
 
         def on_accepted(accepted: DicomEvent) -> None:
-            peer.on_accepted(accepted)
+            peer.learn(accepted.assoc)
             keep_responses(accepted.assoc)  # pynetdicom's reactor race, see scu.py
 
         handlers = [*NO_DELAY, (evt.EVT_ACCEPTED, on_accepted)]

@@ -18,7 +18,6 @@ from pydicom import Dataset, dcmread
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.association import Association
-from pynetdicom.events import Event as DicomEvent
 from pynetdicom.presentation import PresentationContext, build_context
 from sqlalchemy import select
 
@@ -90,7 +89,7 @@ def move_contexts(instances: Sequence[HeldInstance]) -> list[PresentationContext
 class AcceptedSyntaxes:
     """The transfer syntaxes the peer accepted for each SOP class we send, on the
     association the sub-operations go over: for C-MOVE learnt when the destination
-    accepts (``on_accepted``, an EVT_ACCEPTED handler), for C-GET the requestor's."""
+    accepts (EVT_ACCEPTED), for C-GET the requestor's."""
 
     def __init__(self, assoc: Association | None = None) -> None:
         self.by_class: dict[str, set[UID]] = {}
@@ -106,10 +105,6 @@ class AcceptedSyntaxes:
                     UID(context.transfer_syntax[0])
                 )
         self.by_class = by_class
-
-    def on_accepted(self, event: DicomEvent) -> None:
-        """EVT_ACCEPTED of the C-MOVE sub-association."""
-        self.learn(event.assoc)
 
 
 def ready_to_send(ds: Dataset, accepted: set[UID]) -> Dataset | None:
@@ -150,7 +145,6 @@ def _prepared(item: HeldInstance, peer: AcceptedSyntaxes) -> tuple[Dataset, bool
     if "SOPClassUID" not in ds:
         return ds, False
     accepted = peer.by_class.get(item.sop_class_uid, set())
-    stored = UID(str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)))
     try:
         ready = ready_to_send(ds, accepted)
     except Exception as exc:
@@ -164,7 +158,7 @@ def _prepared(item: HeldInstance, peer: AcceptedSyntaxes) -> tuple[Dataset, bool
         log.warning(
             "instance to retrieve not sent: the peer accepted none of its syntaxes",
             sop_instance_uid=item.sop_instance_uid,
-            stored=stored.name,
+            stored=UID(str(ds.file_meta.get("TransferSyntaxUID", ""))).name,
             accepted=sorted(s.name for s in accepted),
         )
         return _placeholder(item), False

@@ -11,7 +11,6 @@ of the database by ``sop_index`` (on Postgres while the file is written and fsyn
 """
 
 import asyncio
-import errno
 import threading
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -39,7 +38,7 @@ from pulmogate.common.dicom.statuses import (
     STATUS_SUCCESS,
 )
 from pulmogate.common.dicom.syntaxes import ACCEPTED_STORAGE_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
-from pulmogate.common.disk import watermark_refusal
+from pulmogate.common.disk import DISK_FULL_ERRNOS, watermark_refusal
 from pulmogate.common.metrics import DICOM_REFUSED, INSTANCES_DISCARDED, INSTANCES_RECEIVED
 from pulmogate.common.routing import ip_matches
 from pulmogate.common.storage import Storage, atomic_write
@@ -72,7 +71,6 @@ REJECT_TRANSIENT, REJECT_SOURCE_PROVIDER, REJECT_LOCAL_LIMIT = 0x02, 0x03, 0x02
 
 DB_WAIT_S = 120.0
 CONFLICT = "SOP Instance UID already stored in another series"
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class IndexUnavailable(Exception):

@@ -3,7 +3,6 @@ resumes at the offset the server reports. Sessions live on the storage volume (n
 and expire after ``SESSION_TTL``.
 """
 
-import errno
 import fcntl
 import json
 import os
@@ -17,6 +16,7 @@ from typing import IO
 
 from pulmogate.api.errors import ApiError, Conflict, NotFound
 from pulmogate.api.uploads.ingest import StorageFull
+from pulmogate.common.disk import DISK_FULL_ERRNOS
 from pulmogate.common.storage import Storage
 
 SESSION_TTL_S = 24 * 3600
@@ -104,9 +104,6 @@ def load(storage: Storage, session_id: str, user: str, *, admin: bool = False) -
 def received(storage: Storage, session_id: str) -> int:
     """Bytes received so far: the offset the next chunk must start at."""
     return (_folder(storage, session_id) / DATA).stat().st_size
-
-
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class ChunkWriter:

@@ -10,7 +10,6 @@ answer with the reason; under ``reject`` the upload is refused naming the first.
 """
 
 import contextlib
-import errno
 import shutil
 import tempfile
 import uuid
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import IO
 
 import structlog
-from pydicom import Dataset
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,17 +30,11 @@ from pulmogate.common.db.models import Instance, Job, Series, SeriesStatus, utcn
 from pulmogate.common.db.operations import Upload
 from pulmogate.common.db.session import Database
 from pulmogate.common.dicom.intake.announce import announce_arrival
-from pulmogate.common.dicom.intake.header import (
-    CT_CLASSES,
-    CannotUnderstand,
-    file_meta_text,
-    read_header,
-    stored_classes,
-    uid_text,
-)
-from pulmogate.common.dicom.intake.kinds import class_name, is_localizer
+from pulmogate.common.dicom.intake.header import CannotUnderstand, read_header, stored_classes
+from pulmogate.common.dicom.intake.kinds import not_for_analysis
 from pulmogate.common.dicom.intake.rows import InstanceRows, Peer, StoredInstance
 from pulmogate.common.dicom.intake.values import InstanceValues, fields_with_nul, instance_values
+from pulmogate.common.disk import DISK_FULL_ERRNOS
 from pulmogate.common.storage import Storage, move_durably
 
 log = structlog.get_logger("pulmogate.api")
@@ -82,18 +74,6 @@ class NotForAnalysis(Exception):
     """A DICOM object of the study that is not a CT series to analyse (the reason)."""
 
 
-def _not_for_analysis(ds: Dataset) -> str | None:
-    """Why a readable object is not a CT image to analyse, or None when it is one."""
-    sop_class = file_meta_text(ds, "MediaStorageSOPClassUID") or uid_text(ds, "SOPClassUID")
-    if not sop_class:
-        return None  # stored_classes refuses it
-    if sop_class not in CT_CLASSES:
-        return f"{class_name(sop_class)} is not a CT image"
-    if is_localizer(ds):
-        return "a CT localizer (scout)"
-    return None
-
-
 def check_file(staged: StagedFile, *, skip_others: bool = True) -> CheckedFile:
     """Read the header as the receiver does; refuse anything that is not a CT instance with
     valid UIDs, has no pixel data or holds a NUL in a value PulmoGate indexes. A DICOM object
@@ -101,7 +81,7 @@ def check_file(staged: StagedFile, *, skip_others: bool = True) -> CheckedFile:
     refused."""
     try:
         ds = read_header(staged.path)
-        other = _not_for_analysis(ds)
+        other = not_for_analysis(ds)
         if other is not None and skip_others:
             raise NotForAnalysis(other)
         if other is not None:
@@ -176,17 +156,15 @@ def file_into_storage(items: list[CheckedFile], storage: Storage) -> list[Instan
         move_durably(
             [(item.staged.path, Path(v.path)) for item, v in zip(items, filed, strict=True)]
         )
-    except OSError as exc:
+    except BaseException as exc:
         unfile(filed)  # those moved before the failure: the upload records nothing
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        fault = StorageFull if full else StorageFault
+        if not isinstance(exc, OSError):
+            raise
+        fault = StorageFull if exc.errno in DISK_FULL_ERRNOS else StorageFault
         reason = exc.strerror or type(exc).__name__
         raise fault(
             f"the upload could not be filed into storage ({reason}): nothing was kept"
         ) from exc
-    except BaseException:
-        unfile(filed)
-        raise
     return filed
 
 

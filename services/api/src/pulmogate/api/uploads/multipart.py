@@ -8,7 +8,6 @@ anonymous or unauthorised body is never read. The disk watermark is checked agai
 
 import asyncio
 import contextlib
-import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +18,12 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from pulmogate.api.errors import ApiError
+from pulmogate.common.disk import DISK_FULL_ERRNOS
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 100
 WRITE_BYTES = 1024 * 1024
 SPACE_CHECK_BYTES = 8 * 1024**2
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class BadForm(ApiError):

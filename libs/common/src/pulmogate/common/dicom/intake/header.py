@@ -85,10 +85,15 @@ def file_meta_text(ds: Dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
+def sop_class_of(ds: Dataset) -> str:
+    """The SOP class of a Part 10 file: from its file meta, else from the dataset ("": none)."""
+    return file_meta_text(ds, "MediaStorageSOPClassUID") or uid_text(ds, "SOPClassUID")
+
+
 def stored_classes(ds: Dataset) -> tuple[str, str]:
     """SOP class and transfer syntax of a Part 10 file, checked: a CT storage class (from
     the file meta, else the dataset) and a transfer syntax in the file meta."""
-    sop_class = file_meta_text(ds, "MediaStorageSOPClassUID") or uid_text(ds, "SOPClassUID")
+    sop_class = sop_class_of(ds)
     if sop_class not in CT_CLASSES:
         raise CannotUnderstand(f"SOP class {sop_class or '(none)'} is not a CT image")
     syntax = file_meta_text(ds, "TransferSyntaxUID")

@@ -8,6 +8,8 @@ from pydicom import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
+from pulmogate.common.dicom.intake.header import CT_CLASSES, sop_class_of
+
 LOCALIZER = "LOCALIZER"
 
 
@@ -30,3 +32,16 @@ def class_name(sop_class_uid: str) -> str:
     """A SOP class as a readable name for logs and metrics (its UID when unknown)."""
     uid = UID(str(sop_class_uid))
     return uid.keyword or str(uid)
+
+
+def not_for_analysis(ds: Dataset) -> str | None:
+    """Why a readable object is not a CT image to analyse (another SOP class, a scout), or
+    None when it is one (or has no SOP class at all: ``stored_classes`` refuses that)."""
+    sop_class = sop_class_of(ds)
+    if not sop_class:
+        return None
+    if sop_class not in CT_CLASSES:
+        return f"{class_name(sop_class)} is not a CT image"
+    if is_localizer(ds):
+        return "a CT localizer (scout)"
+    return None
